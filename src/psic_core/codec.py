@@ -1,0 +1,297 @@
+"""Encode and decode orchestration: image <-> tensor, padding and tiling, container and key lock.
+
+torch is imported lazily, inside the functions that run a model, so ``info`` and header reads stay light.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Callable, Union
+
+import numpy as np
+from PIL import Image
+
+from . import container, lock
+from .conditions import CONDITION_VALUES, DEFAULT_CONDITION
+from .container import Header, PsicFile, Tile
+from .errors import PsicError, PsicFormatError, PsicIntegrityError, PsicModelError
+from .weights import WeightsInfo, load_model, registry
+
+#: pixels per tile side; 768x512 photos are one tile, larger ones are split so memory stays bounded
+DEFAULT_TILE = 1024
+ORIENTATION_TAG = 0x0112
+
+ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+PsicInput = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+Progress = Callable[[int, int], None]
+
+
+# --- inputs --------------------------------------------------------------------------------------------------
+
+
+def _open_image(image: ImageInput) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"arrays must be uint8 HxW, HxWx1, HxWx3 or HxWx4, not {image.dtype} {image.shape}")
+        return Image.fromarray(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        image = io.BytesIO(bytes(image))
+    try:
+        opened = Image.open(image)
+        opened.load()
+    except OSError as exc:  # includes UnidentifiedImageError and missing files
+        raise PsicFormatError(f"cannot read the input image: {exc}") from None
+    return opened
+
+
+def to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The documented mode rule (docs/format.md, "Source modes").
+
+    Pixels are coded as stored (EXIF orientation is kept as metadata, not applied). Greyscale (1, L, I, I;16, F) is coded as RGB and presented as
+    L again; palette images are expanded; CMYK/YCbCr/LAB/HSV go through Pillow's conversion to RGB. An alpha
+    channel that is fully opaque is dropped; any other alpha is kept losslessly (zlib) beside the coded RGB.
+    """
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("PA", "La"):
+        im = im.convert("LA")
+    if im.mode == "RGBa":
+        im = im.convert("RGBA")
+    has_alpha = im.mode in ("RGBA", "LA")
+    grey = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+    alpha = np.asarray(im.getchannel("A")) if has_alpha else None
+    if alpha is not None and alpha.min() == 255:
+        alpha = None
+    if grey and im.mode not in ("L", "LA"):
+        im = im.convert("L")
+    rgb = np.asarray(im.convert("RGB"))
+    mode = ("L" if grey else "RGB") + ("A" if alpha is not None else "")
+    return rgb, alpha, mode
+
+
+def orientation_exif(im: Image.Image) -> bytes | None:
+    """A minimal EXIF block holding only the orientation tag (public so the default view shows photos upright)."""
+    orientation = im.getexif().get(ORIENTATION_TAG)
+    if orientation in (None, 1):
+        return None
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    return exif.tobytes()
+
+
+# --- encode --------------------------------------------------------------------------------------------------
+
+
+def _pad(x, multiple: int):
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def encode(
+    image: ImageInput,
+    *,
+    model: str | os.PathLike | None = None,
+    quality: int | None = None,
+    key: lock.Key | None = None,
+    keep_metadata: bool = False,
+    text: dict[str, str] | None = None,
+    tile: int = DEFAULT_TILE,
+    progress: Progress | None = None,
+) -> bytes:
+    """Encode an image to ``.psic`` bytes.
+
+    ``model`` is a weights name (``"mshp64-q2"``), a family with ``quality`` (``"mshp64"``, 2) or a path to a
+    ``.safetensors`` file; by default the bundled default family at ``quality`` (default 2). With ``key`` the full
+    decoding is locked to that key. The ICC profile is kept; EXIF is dropped unless ``keep_metadata``.
+    """
+    import torch
+
+    im = _open_image(image)
+    icc = im.info.get("icc_profile") or None
+    exif = im.info.get("exif") if keep_metadata else orientation_exif(im)
+    rgb, alpha, mode = to_rgb(im)
+    weights = registry.find(model, quality)
+    net = load_model(weights)
+    height, width = rgb.shape[:2]
+    header = Header(width, height, mode, tile, tile, weights.name, weights.sha256, dict(CONDITION_VALUES),
+                    DEFAULT_CONDITION)
+    try:
+        container._check_header(header)
+    except PsicFormatError as exc:
+        raise ValueError(str(exc)) from None
+    tiles = []
+    with torch.inference_mode():
+        for index in range(header.tile_count):
+            left, top, right, bottom = header.tile_box(index)
+            x = torch.from_numpy(np.array(rgb[top:bottom, left:right])).permute(2, 0, 1)[None]
+            x = _pad(x.float().div_(255), net.padding_multiple)
+            out = net.compress(x)
+            strings = [s[0] for s in out["strings"]]
+            tiles.append(Tile(index, tuple(out["shape"]), out["latent_digest"], strings))
+            if progress:
+                progress(index + 1, header.tile_count)
+    f = PsicFile(header, tiles=tiles, icc_profile=icc, exif=exif, text=dict(text or {}))
+    if alpha is not None:
+        f.alpha = zlib.compress(alpha.tobytes(), 9)
+    if key is not None:
+        f.lock, _master = lock.new_lock(key)
+    return container.serialize(f)
+
+
+# --- decode --------------------------------------------------------------------------------------------------
+
+
+def read_file(data: PsicInput, *, header_only: bool = False) -> PsicFile:
+    """Parse ``.psic`` data from bytes, a path or a binary file object."""
+    if isinstance(data, (bytes, bytearray, memoryview)) or hasattr(data, "read"):
+        return container.read(data, header_only=header_only)
+    path = Path(data)
+    if path.is_dir():
+        raise PsicFormatError(f"{path} is a directory, not a .psic file")
+    with open(path, "rb") as fp:
+        return container.read(fp, header_only=header_only)
+
+
+def weights_for(f: PsicFile, model: str | os.PathLike | None = None) -> WeightsInfo:
+    """The weights that made ``f``; a different ``model`` than the one recorded fails naming the one needed."""
+    wanted = f.header.model_sha256
+    if model is None:
+        return registry.by_sha256(wanted, f.header.model_name)
+    info = registry.find(model)
+    if info.sha256 != wanted:
+        raise PsicModelError(
+            f"this file was made with the weights {f.header.model_name} (SHA-256 {wanted}), not {info.name} "
+            f"(SHA-256 {info.sha256})"
+        )
+    return info
+
+
+def decode_pixels(f: PsicFile, condition: str, model=None, progress: Progress | None = None) -> np.ndarray:
+    """The decoded RGB pixels (H, W, 3) uint8 of a parsed file under ``condition``."""
+    import torch
+
+    net = load_model(weights_for(f, model))
+    h = f.header
+    if set(h.conditions) - set(CONDITION_VALUES) or any(CONDITION_VALUES[k] != v for k, v in h.conditions.items()):
+        raise PsicFormatError(f"unsupported condition table {h.conditions}")
+    out = np.empty((h.height, h.width, 3), np.uint8)
+    with torch.inference_mode():
+        for tile in f.tiles:
+            left, top, right, bottom = h.tile_box(tile.index)
+            try:
+                result = net.decompress([[s] for s in tile.strings], tile.latent_shape, condition)
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise PsicFormatError(f"tile {tile.index} cannot be entropy-decoded: {exc}") from None
+            if result["latent_digest"] != tile.latent_digest:
+                raise PsicIntegrityError(
+                    f"tile {tile.index}: the decoded latent does not match the file's digest (entropy decoder "
+                    "desynchronised, e.g. a different machine's float results, or corrupt data)"
+                )
+            pixels = result["x_hat"][0, :, : bottom - top, : right - left]
+            if pixels.shape[1:] != (bottom - top, right - left):
+                raise PsicFormatError(f"tile {tile.index}: latent shape does not cover the tile")
+            out[top:bottom, left:right] = pixels.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+            if progress:
+                progress(tile.index + 1, len(f.tiles))
+    return out
+
+
+def present(f: PsicFile, rgb: np.ndarray) -> Image.Image:
+    """Turn decoded RGB into the image the file describes (source mode, alpha, ICC profile)."""
+    im = Image.fromarray(rgb, "RGB")
+    if f.header.mode.startswith("L"):
+        im = im.convert("L")
+    if f.header.mode.endswith("A"):
+        if f.alpha is None:
+            raise PsicFormatError("the header announces alpha but the aLPH chunk is missing")
+        try:
+            plane = zlib.decompressobj().decompress(f.alpha, f.header.width * f.header.height + 1)
+        except zlib.error:
+            raise PsicFormatError("the aLPH chunk is not valid zlib data") from None
+        if len(plane) != f.header.width * f.header.height:
+            raise PsicFormatError("the aLPH chunk does not match the image size")
+        im.putalpha(Image.frombytes("L", im.size, plane))
+    if f.icc_profile:
+        im.info["icc_profile"] = f.icc_profile
+    if f.exif:
+        im.info["exif"] = f.exif
+    return im
+
+
+def decode(
+    data: PsicInput,
+    *,
+    key: lock.Key | None = None,
+    full: bool | None = None,
+    model: str | os.PathLike | None = None,
+    output: str = "pil",
+    progress: Progress | None = None,
+):
+    """Decode ``.psic`` data. Without a key: the protected decoding. With the right key: the full decoding.
+
+    A wrong key raises ``PsicKeyError``; see ``lock.condition_for`` for ``full``. ``output`` is ``"pil"`` (a
+    PIL image in the source mode) or ``"numpy"`` (its array).
+    """
+    if output not in ("pil", "numpy"):
+        raise ValueError("output must be 'pil' or 'numpy'")
+    im = render(read_file(data), key=key, full=full, model=model, progress=progress)
+    return np.asarray(im) if output == "numpy" else im
+
+
+def render(f: PsicFile, *, key=None, full: bool | None = None, model=None, progress: Progress | None = None):
+    """The decode path for an already parsed file (what ``decode`` and the image-library plugins call)."""
+    condition = lock.condition_for(f, key, full)
+    return present(f, decode_pixels(f, condition, model, progress))
+
+
+def info(data: PsicInput) -> dict:
+    """Header fields of a ``.psic`` file, without loading a model or importing torch."""
+    f = read_file(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        size = len(data)
+    elif hasattr(data, "read"):
+        size = None
+    else:
+        size = os.path.getsize(data)
+    return header_info(f, size)
+
+
+def header_info(f: PsicFile, size: int | None = None) -> dict:
+    """The fields ``info`` reports, for a parsed file (``size``: the file's length in bytes, when known)."""
+    h = f.header
+    result = {
+        "format_version": h.version,
+        "width": h.width,
+        "height": h.height,
+        "mode": h.mode,
+        "model": h.model_name,
+        "model_sha256": h.model_sha256,
+        "default_condition": h.default_condition,
+        "conditions": dict(h.conditions),
+        "locked": f.locked,
+        "full_decoding": "locked (needs the key)" if f.locked else "open (encoded without a key)",
+        "tiles": len(f.tiles),
+        "tile_size": [h.tile_width, h.tile_height],
+        "icc_profile_bytes": len(f.icc_profile or b""),
+        "exif_bytes": len(f.exif or b""),
+        "sealed_metadata_bytes": len(f.sealed or b""),
+        "text": dict(f.text),
+        "skipped_chunks": list(f.skipped_chunks),
+    }
+    if f.lock:
+        result["scrypt"] = {"log2_n": f.lock.log2_n, "r": f.lock.r, "p": f.lock.p}
+    if size is not None:
+        result["bytes"] = size
+        result["bpp"] = round(8 * size / (h.width * h.height), 4)
+    return result
+
+
+__all__ = ["decode", "encode", "header_info", "info", "read_file", "render"]

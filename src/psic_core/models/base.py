@@ -1,0 +1,75 @@
+"""The contract every psic backbone fulfils on top of CompressAI's ``CompressionModel``.
+
+The bitstream depends only on the analysis transform, hyperprior and entropy models; the condition enters only
+the synthesis transform. So ``compress`` takes no condition and ``decompress`` takes one.
+
+A backbone implements three condition-free steps (see ``hyperprior.py`` for two examples):
+
+- ``forward_latent(x)`` (training): quantised latent for the synthesis and the likelihoods for the rate term;
+- ``compress_latent(x)``: strings, the hyper-latent shape and the integer symbols of ``y``;
+- ``decode_latent(strings, shape)``: the dequantised latent and the decoded integer symbols.
+
+The integer symbols feed the latent digest stored in each file: an entropy decode that desynchronises (CompressAI's
+known cross-machine float issue) yields different symbols, and the codec raises instead of returning garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable
+
+import torch
+
+from ..conditions import CONDITION_VALUES, DEFAULT_CONDITION
+
+
+def condition_tensor(condition: str, device=None) -> torch.Tensor:
+    try:
+        value = CONDITION_VALUES[condition]
+    except KeyError:
+        raise ValueError(f"unknown condition {condition!r}; expected one of {sorted(CONDITION_VALUES)}") from None
+    return torch.tensor([value], device=device)
+
+
+def symbols_digest(symbols: torch.Tensor) -> bytes:
+    """SHA-256 (first 16 bytes) of the integer latent symbols, shape included."""
+    ints = symbols.detach().to("cpu", torch.int32).contiguous()
+    digest = hashlib.sha256(repr(tuple(ints.shape)).encode())
+    digest.update(ints.numpy().tobytes())
+    return digest.digest()[:16]
+
+
+class ConditionalCodec:
+    """Mixin placed before a CompressAI model class; ``self.g_s`` must be a ``ConditionalSynthesis``."""
+
+    backbone_name: str = ""
+    #: input sides are padded to a multiple of this (4 stride-2 layers in g_a, 2 in h_a)
+    padding_multiple: int = 64
+
+    def forward_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def compress_latent(self, x: torch.Tensor) -> tuple[list[list[bytes]], tuple[int, int], torch.Tensor]:
+        raise NotImplementedError
+
+    def decode_latent(self, strings: list[list[bytes]], shape) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, conditions: Iterable[str] = CONDITION_VALUES) -> dict:
+        """Training pass: one latent, one synthesis per condition."""
+        y_hat, likelihoods = self.forward_latent(x)
+        x_hat = {c: self.g_s(y_hat, condition_tensor(c, x.device)) for c in conditions}
+        return {"x_hat": x_hat, "likelihoods": likelihoods, "y_hat": y_hat}
+
+    def compress(self, x: torch.Tensor) -> dict:
+        strings, shape, symbols = self.compress_latent(x)
+        return {"strings": strings, "shape": tuple(shape), "latent_digest": symbols_digest(symbols)}
+
+    def decompress(self, strings, shape, condition: str = DEFAULT_CONDITION) -> dict:
+        y_hat, symbols = self.decode_latent(strings, shape)
+        x_hat = self.g_s(y_hat, condition_tensor(condition, y_hat.device)).clamp_(0, 1)
+        return {"x_hat": x_hat, "latent_digest": symbols_digest(symbols)}
+
+    def synthesis_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of the synthesis transform and CLTG (what privacy stage 2 trains)."""
+        return list(self.g_s.parameters())

@@ -1,0 +1,184 @@
+"""Weights: safetensors files that carry their architecture in the metadata; found by name or SHA-256.
+
+The registry holds the bundled files in this folder, every ``*.safetensors`` in the folders listed in the
+``PSIC_WEIGHTS_PATH`` environment variable (``os.pathsep``-separated), and files added with ``register_weights``
+(the plugin hook ``register_weights`` calls it). Listing and identifying weights never imports torch: the
+safetensors header is JSON and read directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import PsicModelError
+
+BUNDLED_DIR = Path(__file__).resolve().parent
+DEFAULT_QUALITY = 2
+DEFAULT_FAMILY = "mshp64"
+#: metadata keys every psic weights file carries
+META_PREFIX = "psic."
+FORMAT_VERSION = "1"
+_HEADER_LIMIT = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    name: str
+    path: Path
+    sha256: str
+    backbone: str
+    config: dict = field(hash=False)
+    quality: int | None
+    metadata: dict = field(hash=False)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, read without torch."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > _HEADER_LIMIT:
+                raise PsicModelError(f"{path}: safetensors header too large")
+            header = json.loads(f.read(size))
+    except (OSError, struct.error, ValueError) as exc:
+        raise PsicModelError(f"{path}: not a readable safetensors file ({exc})") from None
+    return header.get("__metadata__", {}) or {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(path: str | os.PathLike) -> WeightsInfo:
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("psic.format") != FORMAT_VERSION:
+        raise PsicModelError(f"{path}: not a psic weights file (no psic.format={FORMAT_VERSION} metadata)")
+    try:
+        config = json.loads(meta["psic.config"])
+        backbone = meta["psic.backbone"]
+        name = meta.get("psic.name") or path.stem
+    except (KeyError, ValueError) as exc:
+        raise PsicModelError(f"{path}: incomplete psic metadata ({exc})") from None
+    quality = int(meta["psic.quality"]) if meta.get("psic.quality", "").isdigit() else None
+    return WeightsInfo(name, path, file_sha256(path), backbone, config, quality, meta)
+
+
+class WeightsRegistry:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._extra: list[Path] = []
+        self._cache: dict[Path, tuple[float, WeightsInfo]] = {}
+
+    def register(self, path: str | os.PathLike) -> WeightsInfo:
+        info = describe(path)
+        with self._lock:
+            if info.path not in self._extra:
+                self._extra.append(info.path)
+        return info
+
+    def _candidates(self) -> list[Path]:
+        paths = sorted(BUNDLED_DIR.glob("*.safetensors"))
+        for folder in filter(None, os.environ.get("PSIC_WEIGHTS_PATH", "").split(os.pathsep)):
+            paths += sorted(Path(folder).glob("*.safetensors"))
+        return paths + list(self._extra)
+
+    def _describe_cached(self, path: Path) -> WeightsInfo:
+        mtime = path.stat().st_mtime
+        with self._lock:
+            hit = self._cache.get(path)
+        if hit and hit[0] == mtime:
+            return hit[1]
+        info = describe(path)
+        with self._lock:
+            self._cache[path] = (mtime, info)
+        return info
+
+    def all(self) -> list[WeightsInfo]:
+        return [self._describe_cached(p) for p in self._candidates()]
+
+    def find(self, model: str | os.PathLike | None = None, quality: int | None = None) -> WeightsInfo:
+        """Resolve ``model`` (a name, a family with ``quality``, or a path to a .safetensors file)."""
+        if model is not None and (os.sep in str(model) or str(model).endswith(".safetensors")):
+            if not Path(model).is_file():
+                raise PsicModelError(f"weights file {model} does not exist")
+            return describe(model)
+        family = model or DEFAULT_FAMILY
+        wanted = {str(family)} if quality is None and model else {f"{family}-q{quality or DEFAULT_QUALITY}"}
+        for info in self.all():
+            if info.name in wanted:
+                return info
+        known = ", ".join(sorted(i.name for i in self.all())) or "none"
+        raise PsicModelError(f"no weights named {' or '.join(sorted(wanted))} (available: {known})")
+
+    def by_sha256(self, sha256: str, name_hint: str = "") -> WeightsInfo:
+        for info in self.all():
+            if info.sha256 == sha256:
+                return info
+        raise PsicModelError(
+            f"this file needs the weights {name_hint or '?'} with SHA-256 {sha256}, which are not installed; "
+            "add their folder to PSIC_WEIGHTS_PATH or pass model=<path to the .safetensors file>"
+        )
+
+
+registry = WeightsRegistry()
+
+
+def save_weights(model, path: str | os.PathLike, *, name: str, quality: int | None = None, extra: dict | None = None):
+    """Save a backbone (after ``model.update(force=True)``) with its architecture in the metadata."""
+    from safetensors.torch import save_file
+
+    metadata = {
+        "psic.format": FORMAT_VERSION,
+        "psic.name": name,
+        "psic.backbone": model.backbone_name,
+        "psic.config": json.dumps(model.config, sort_keys=True),
+    }
+    if quality is not None:
+        metadata["psic.quality"] = str(quality)
+    for key, value in (extra or {}).items():
+        metadata[META_PREFIX + key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = Path(str(path) + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+_models: dict[str, object] = {}
+_models_lock = threading.Lock()
+
+
+def load_model(info: WeightsInfo):
+    """The backbone for ``info`` in eval mode, loaded once per SHA-256 and shared (inference is read-only)."""
+    with _models_lock:
+        model = _models.get(info.sha256)
+        if model is None:
+            model = _build(info)
+            _models[info.sha256] = model
+        return model
+
+
+def _build(info: WeightsInfo):
+    from safetensors.torch import load_file
+
+    from ..models import build_backbone
+
+    if file_sha256(info.path) != info.sha256:
+        raise PsicModelError(f"{info.path} changed on disk since it was registered")
+    model = build_backbone(info.backbone, **info.config)
+    try:
+        model.load_state_dict(load_file(str(info.path)))
+    except (RuntimeError, KeyError) as exc:
+        raise PsicModelError(f"{info.path}: weights do not match backbone {info.backbone} {info.config}: {exc}") from None
+    model.update(force=False)
+    return model.eval()
