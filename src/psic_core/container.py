@@ -128,9 +128,10 @@ def _encode_header(h: Header) -> bytes:
 
 
 def serialize(f: PsicFile) -> bytes:
+    head = _chunk(HEAD, _encode_header(f.header))
     if len(f.tiles) != f.header.tile_count:
         raise PsicFormatError(f"{len(f.tiles)} tiles for a grid of {f.header.tile_count}")
-    parts = [SIGNATURE, _chunk(HEAD, _encode_header(f.header))]
+    parts = [SIGNATURE, head]
     if f.lock:
         lk = f.lock
         parts.append(_chunk(LOCK, bytes([lk.kdf, lk.log2_n, lk.r, lk.p, len(lk.salt)]) + lk.salt + lk.verifier))

@@ -1,4 +1,4 @@
-"""The key lock: key derivation, verification and the choice of decoding. Standard library only, no torch.
+r"""The key lock: key derivation, verification and the choice of decoding. Standard library only, no torch.
 
 key --scrypt(salt, N, r, p)--> master (32 bytes) --HKDF-SHA256--> verifier  (label "psic v1 verifier")
                                                               \--> subkeys for other uses, each its own label

@@ -1,0 +1,87 @@
+"""The `psic` command line: outputs, exit codes, key sources, no clobbering."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from psic_core.cli import EXIT_ERROR, EXIT_KEY, main
+
+
+@pytest.fixture
+def png(tmp_path, photo):
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    return path
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_encode_decode_info(capsys, png, random_weights):
+    code, out, _ = run(capsys, "encode", png, "--model", random_weights.name, "--key", "k")
+    assert code == 0 and "locked" in out
+    psic = png.with_suffix(".psic")
+    code, out, _ = run(capsys, "info", psic, "--json")
+    assert code == 0 and json.loads(out)["locked"] is True
+    code, out, _ = run(capsys, "decode", psic, "-o", png.parent / "protected.png")
+    assert code == 0 and "protected" in out
+    code, out, _ = run(capsys, "decode", psic, "--key", "k", "-o", png.parent / "full.png")
+    assert code == 0 and "full" in out
+    protected, full = (np.asarray(Image.open(png.parent / f"{n}.png")) for n in ("protected", "full"))
+    assert protected.shape == full.shape == (128, 192, 3) and not np.array_equal(protected, full)
+
+
+def test_errors_are_one_line_with_exit_codes(capsys, png, random_weights, tmp_path):
+    run(capsys, "encode", png, "--model", random_weights.name, "--key", "k")
+    psic = png.with_suffix(".psic")
+    code, _, err = run(capsys, "decode", psic, "--key", "wrong", "-o", tmp_path / "o.png")
+    assert code == EXIT_KEY and err.count("\n") == 1 and "wrong key" in err
+    code, _, err = run(capsys, "decode", psic, "--full", "-o", tmp_path / "o.png")
+    assert code == EXIT_KEY and "locked" in err
+    code, _, err = run(capsys, "decode", png, "-o", tmp_path / "o.png")
+    assert code == EXIT_ERROR and "signature" in err and "Traceback" not in err
+    code, _, err = run(capsys, "info", tmp_path / "missing.psic")
+    assert code == EXIT_ERROR and err.startswith("psic: error:")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_never_overwrites_without_force(capsys, png, random_weights):
+    run(capsys, "encode", png, "--model", random_weights.name)
+    psic = png.with_suffix(".psic")
+    before = psic.read_bytes()
+    code, _, err = run(capsys, "encode", png, "--model", random_weights.name, "--key", "k")
+    assert code == EXIT_ERROR and "--force" in err and psic.read_bytes() == before
+    code, _, _ = run(capsys, "encode", png, "--model", random_weights.name, "--key", "k", "--force")
+    assert code == 0 and psic.read_bytes() != before
+    code, _, err = run(capsys, "decode", psic, "-o", psic, "--force")
+    assert code == EXIT_ERROR and "input" in err
+
+
+def test_key_file_and_environment(capsys, png, random_weights, tmp_path, monkeypatch):
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("from-a-file\n")
+    run(capsys, "encode", png, "--model", random_weights.name, "--key-file", key_file)
+    psic = png.with_suffix(".psic")
+    code, _, _ = run(capsys, "decode", psic, "--key", "from-a-file", "-o", tmp_path / "a.png")
+    assert code == 0
+    monkeypatch.setenv("PSIC_KEY", "from-a-file")
+    code, _, _ = run(capsys, "decode", psic, "--key-env", "-o", tmp_path / "b.png")
+    assert code == 0
+    monkeypatch.delenv("PSIC_KEY")
+    code, _, err = run(capsys, "decode", psic, "--key-env", "-o", tmp_path / "c.png")
+    assert code == EXIT_KEY and "PSIC_KEY" in err
+
+
+def test_demo_writes_both_decodings(capsys, tmp_path, random_weights):
+    code, out, _ = run(capsys, "demo", "--out", tmp_path / "demo", "--model", random_weights.name)
+    assert code == 0 and "PSNR" in out and "bpp" in out
+    names = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert {"kodim07.psic", "kodim07.protected.png", "kodim07.full.png", "kodim07.side-by-side.png"} <= names
+    assert Image.open(tmp_path / "demo" / "kodim07.side-by-side.png").width > 3 * 768

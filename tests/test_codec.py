@@ -1,0 +1,198 @@
+"""Encode -> .psic -> decode through the public API, on real photo crops."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import psic_core
+from psic_core import container
+from psic_core.errors import PsicFormatError, PsicIntegrityError, PsicKeyError, PsicModelError
+from psic_core.eval.metrics import psnr
+from psic_core.weights import registry
+
+#: bundled weights per backbone, and the PSNR (dB) their full decoding reaches at least on the test crop.
+#: Measured on the 256x256 kodim07 crop (see docs/results-codec.md for kodak-like-24); bounds keep ~2 dB margin.
+BUNDLED_PSNR_BOUNDS = {"mshp64-q1": 27.0, "mshp64-q2": 29.0, "shp64-q2": 28.0}
+
+
+@pytest.fixture(scope="module")
+def crop(kodim07):
+    return kodim07.crop((200, 150, 456, 406))
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_PSNR_BOUNDS))
+def test_bundled_round_trip_on_a_real_photo(crop, name):
+    weights = registry.find(name)
+    data = psic_core.encode(crop, model=name, key="k")
+    full = psic_core.decode(data, key="k")
+    protected = psic_core.decode(data)
+    assert full.size == protected.size == crop.size and full.mode == "RGB"
+    assert psnr(np.asarray(crop), np.asarray(full)) >= BUNDLED_PSNR_BOUNDS[name]
+    assert not np.array_equal(np.asarray(full), np.asarray(protected))
+    assert psic_core.info(data)["model_sha256"] == weights.sha256
+
+
+def test_every_registered_backbone_has_bundled_weights():
+    from psic_core.models import BACKBONES
+
+    bundled = {w.backbone for w in registry.all() if w.name in BUNDLED_PSNR_BOUNDS}
+    assert bundled == set(BACKBONES)
+
+
+def test_the_condition_never_changes_the_bitstream(photo, random_weights):
+    """compress() does not take a condition, and perturbing synthesis/CLTG leaves the strings unchanged."""
+    import torch
+
+    from psic_core.weights import load_model
+
+    model = load_model(random_weights)
+    x = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        before = model.compress(x)
+        saved = {k: v.clone() for k, v in model.g_s.state_dict().items()}
+        try:
+            for p in model.g_s.parameters():
+                p.add_(0.5)
+            after = model.compress(x)
+        finally:
+            model.g_s.load_state_dict(saved)
+        digests = {c: model.decompress(before["strings"], before["shape"], c)["latent_digest"] for c in ("protect", "full")}
+    assert before["strings"] == after["strings"]
+    assert digests["protect"] == digests["full"] == before["latent_digest"]
+
+
+def test_encoding_is_deterministic(photo, random_weights):
+    first = psic_core.encode(photo, model=random_weights.name)
+    assert psic_core.encode(photo, model=random_weights.name) == first
+
+
+@pytest.mark.parametrize("size", [(1, 1), (65, 3), (97, 131)])
+def test_arbitrary_sizes_are_padded_and_cropped_back(kodim07, random_weights, size):
+    image = kodim07.crop((10, 10, 10 + size[0], 10 + size[1]))
+    out = psic_core.decode(psic_core.encode(image, model=random_weights.name))
+    assert out.size == size
+
+
+def test_tiled_image_decodes_to_the_whole_size(kodim07, random_weights):
+    image = kodim07.crop((0, 0, 200, 150))
+    data = psic_core.encode(image, model=random_weights.name, tile=64)
+    assert psic_core.info(data)["tiles"] == 4 * 3
+    assert psic_core.decode(data).size == (200, 150)
+
+
+def test_source_modes_follow_the_documented_rule(photo, random_weights):
+    name = random_weights.name
+    grey = psic_core.decode(psic_core.encode(photo.convert("L"), model=name))
+    assert grey.mode == "L"
+    rgba = photo.convert("RGBA")
+    alpha = Image.linear_gradient("L").resize(photo.size)
+    rgba.putalpha(alpha)
+    out = psic_core.decode(psic_core.encode(rgba, model=name))
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")), np.asarray(alpha))
+    opaque = psic_core.encode(photo.convert("RGBA"), model=name)
+    assert psic_core.info(opaque)["mode"] == "RGB"
+    la = photo.convert("LA")
+    assert psic_core.decode(psic_core.encode(la.convert("RGBA").convert("LA"), model=name)).mode in ("L", "LA")
+    palette = psic_core.decode(psic_core.encode(photo.convert("P"), model=name))
+    assert palette.mode == "RGB"
+
+
+def test_inputs_and_outputs(tmp_path, photo, random_weights):
+    name = random_weights.name
+    png = tmp_path / "in.png"
+    photo.save(png)
+    from_path = psic_core.encode(png, model=name)
+    assert psic_core.encode(png.read_bytes(), model=name) == from_path
+    assert psic_core.encode(np.asarray(photo), model=name) == from_path
+    with open(png, "rb") as fp:
+        assert psic_core.encode(fp, model=name) == from_path
+    psic_path = tmp_path / "x.psic"
+    psic_path.write_bytes(from_path)
+    array = psic_core.decode(psic_path, output="numpy")
+    assert array.shape == (128, 192, 3) and array.dtype == np.uint8
+    assert np.array_equal(array, np.asarray(psic_core.decode(io.BytesIO(from_path))))
+    with pytest.raises(ValueError, match="uint8"):
+        psic_core.encode(np.zeros((4, 4, 3), np.float32), model=name)
+
+
+def test_keys(photo, random_weights):
+    data = psic_core.encode(photo, model=random_weights.name, key="secret")
+    protected = np.asarray(psic_core.decode(data))
+    full = np.asarray(psic_core.decode(data, key="secret"))
+    assert not np.array_equal(protected, full)
+    assert np.array_equal(np.asarray(psic_core.decode(data, key="secret", full=False)), protected)
+    with pytest.raises(PsicKeyError):
+        psic_core.decode(data, key="Secret")
+    with pytest.raises(PsicKeyError):
+        psic_core.decode(data, full=True)
+    info = psic_core.info(data)
+    assert info["locked"] and "secret" not in json.dumps(info)
+    open_file = psic_core.encode(photo, model=random_weights.name)
+    assert np.array_equal(np.asarray(psic_core.decode(open_file, full=True)), full)
+    assert psic_core.info(open_file)["full_decoding"].startswith("open")
+
+
+def test_wrong_or_missing_weights_name_the_weights_needed(photo, random_weights, tmp_path):
+    data = psic_core.encode(photo, model=random_weights.name)
+    other = registry.find("mshp64-q1")
+    with pytest.raises(PsicModelError, match=f"random-mshp.*{random_weights.sha256}"):
+        psic_core.decode(data, model=str(other.path))
+    f = container.read(data)
+    f.header.model_sha256 = "cd" * 32
+    with pytest.raises(PsicModelError, match="cd" * 32):
+        psic_core.decode(container.serialize(f))
+    with pytest.raises(PsicModelError, match="no weights named"):
+        psic_core.encode(photo, model="no-such-model")
+
+
+def test_desynchronised_latent_raises(photo, random_weights):
+    f = container.read(psic_core.encode(photo, model=random_weights.name))
+    f.tiles[0].latent_digest = bytes(16)
+    with pytest.raises(PsicIntegrityError, match="desynchronised"):
+        psic_core.decode(container.serialize(f))
+
+
+def test_corrupt_entropy_strings_never_return_a_silent_image(photo):
+    f = container.read(psic_core.encode(photo, model="mshp64-q1"))
+    y = bytearray(f.tiles[0].strings[0])
+    for i in range(0, len(y), 3):
+        y[i] ^= 0xA5
+    f.tiles[0].strings[0] = bytes(y)
+    with pytest.raises((PsicIntegrityError, PsicFormatError)):
+        psic_core.decode(container.serialize(f))
+
+
+def test_foreign_and_truncated_inputs(tmp_path, photo, random_weights):
+    png = io.BytesIO()
+    photo.save(png, "PNG")
+    with pytest.raises(PsicFormatError, match="signature"):
+        psic_core.decode(png.getvalue())
+    data = psic_core.encode(photo, model=random_weights.name)
+    with pytest.raises(PsicFormatError):
+        psic_core.decode(data[: len(data) // 2])
+    with pytest.raises(PsicFormatError, match="directory"):
+        psic_core.info(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        psic_core.info(tmp_path / "missing.psic")
+    with pytest.raises(PsicFormatError, match="cannot read the input image"):
+        psic_core.encode(b"not an image", model=random_weights.name)
+
+
+def test_header_read_does_not_import_torch(tmp_path, photo, random_weights):
+    path = tmp_path / "x.psic"
+    path.write_bytes(psic_core.encode(photo, model=random_weights.name, key="k"))
+    code = (
+        "import sys, psic_core; i = psic_core.info(sys.argv[1]); "
+        "assert i['locked'] and i['width'] == 192; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
