@@ -171,6 +171,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .train.privacy import main as train_main
+
+    train_main(args.args[1:] if args.args[:1] == ["--"] else args.args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="psic", description="privacy-shielded image compression")
     parser.add_argument("--version", action="version", version=f"psic {__version__}")
@@ -202,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list installed weights")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("train", help="train psic weights against a target VLP (see docs/training.md)",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="trainer options (psic train --help)")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("demo", help="encode the bundled sample photo and write both decodings")
     p.add_argument("--out", default="psic-demo", help="output folder (default: psic-demo)")
     p.add_argument("--model")
@@ -211,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # the trainer owns its options (argparse's REMAINDER would swallow none of them)
+        argv = ["train", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

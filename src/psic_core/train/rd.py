@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import time
@@ -22,12 +21,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ..models import build_backbone  # noqa: E402
 from ..weights import save_weights  # noqa: E402
 from .data import RandomCropImages  # noqa: E402
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
 
 
@@ -36,35 +35,6 @@ def split_parameters(model):
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     return main, aux
-
-
-def save_checkpoint(path: Path, model, optimizers: dict, progress: dict):
-    names = {id(p): n for n, p in model.named_parameters()}
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    for label, opt in optimizers.items():
-        for group in opt.param_groups:
-            for p in group["params"]:
-                for key, value in opt.state.get(p, {}).items():
-                    if torch.is_tensor(value):
-                        tensors[f"{label}.{names[id(p)]}.{key}"] = value.detach().contiguous()
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"progress": json.dumps(progress)})
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, model, optimizers: dict) -> dict:
-    from safetensors import safe_open
-
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    params = dict(model.named_parameters())
-    for label, opt in optimizers.items():
-        for key, value in tensors.items():
-            if key.startswith(label + "."):
-                name, state_key = key[len(label) + 1 :].rsplit(".", 1)
-                opt.state[params[name]][state_key] = value
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()["progress"])
 
 
 def main(argv=None):

@@ -163,12 +163,13 @@ def load_model(info: WeightsInfo):
     with _models_lock:
         model = _models.get(info.sha256)
         if model is None:
-            model = _build(info)
+            model = instantiate(info).eval()
             _models[info.sha256] = model
         return model
 
 
-def _build(info: WeightsInfo):
+def instantiate(info: WeightsInfo):
+    """A fresh backbone with the weights of ``info`` loaded (for training; decoding uses ``load_model``)."""
     from safetensors.torch import load_file
 
     from ..models import build_backbone
@@ -181,4 +182,4 @@ def _build(info: WeightsInfo):
     except (RuntimeError, KeyError) as exc:
         raise PsicModelError(f"{info.path}: weights do not match backbone {info.backbone} {info.config}: {exc}") from None
     model.update(force=False)
-    return model.eval()
+    return model

@@ -1,0 +1,89 @@
+"""(image, caption) training pairs from a captions JSONL and/or a labels CSV (labels become prompt captions).
+
+- captions JSONL: one object per line with ``file`` (relative to the JSONL's folder), ``caption`` and optionally
+  ``split``;
+- labels CSV: columns ``file`` (relative to the CSV's folder), ``label`` and optionally ``split``; each sample gets
+  a caption from a random prompt template ("a photo of a {label}.", ...).
+
+Images are decoded once, resized so the shorter side is ``crop * 9 / 8``, and sampled as random ``crop`` squares
+with random horizontal flips, so the object the caption names stays in view.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..vlp.prompts import TEMPLATES
+
+
+@dataclass
+class Pair:
+    image: torch.Tensor  # uint8 (3, H, W)
+    captions: list[str]  # one is drawn per use
+
+
+def _load(path: Path, short_side: int) -> torch.Tensor:
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    scale = short_side / min(rgb.size)
+    rgb = rgb.resize((max(short_side, round(rgb.width * scale)), max(short_side, round(rgb.height * scale))),
+                     Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+
+
+def read_captions(path: str | Path, split: str | None) -> list[tuple[Path, list[str]]]:
+    path = Path(path)
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                file, caption = record["file"], record["caption"]
+            except (ValueError, KeyError) as exc:
+                raise ValueError(f"{path}:{number}: expected a JSON object with file and caption ({exc})") from None
+            if split is None or record.get("split", split) == split:
+                items.append((path.parent / file, [caption]))
+    return items
+
+
+def read_labels(path: str | Path, split: str | None, templates=TEMPLATES) -> list[tuple[Path, list[str]]]:
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"file", "label"} <= set(rows[0]):
+        raise ValueError(f"{path}: needs the columns file and label")
+    return [(path.parent / r["file"], [t.format(r["label"]) for t in templates])
+            for r in rows if split is None or r.get("split", split) == split]
+
+
+class CaptionedImages:
+    def __init__(self, items: list[tuple[Path, list[str]]], crop: int, seed: int = 0):
+        if not items:
+            raise ValueError("no (image, caption) pairs: give a captions JSONL and/or a labels CSV with samples")
+        self.crop = crop
+        self.pairs = [Pair(_load(p, crop * 9 // 8), captions) for p, captions in items]
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, list[str]]:
+        g, crops, captions = self.generator, [], []
+        for index in torch.randint(len(self.pairs), (size,), generator=g).tolist():
+            pair = self.pairs[index]
+            image = pair.image
+            top = int(torch.randint(image.shape[1] - self.crop + 1, (1,), generator=g))
+            left = int(torch.randint(image.shape[2] - self.crop + 1, (1,), generator=g))
+            crop = image[:, top : top + self.crop, left : left + self.crop]
+            crops.append(crop.flip(2) if torch.rand(1, generator=g) < 0.5 else crop)
+            captions.append(pair.captions[int(torch.randint(len(pair.captions), (1,), generator=g))])
+        return torch.stack(crops).float().div_(255), captions

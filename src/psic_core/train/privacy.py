@@ -1,0 +1,274 @@
+"""The PSIC trainer: rate-distortion of both decodings + UAEO privacy on the protected one, in two stages.
+
+Loss per step, for a batch of (image, caption) pairs and the frozen target VLP:
+
+    rd      = bpp + lmbda * 255^2 * (MSE(protected) + MSE(full)) / 2
+    privacy = adaptive_weights-weighted sum of UAEO's confident and uncertain terms (train/uaeo.py)
+    keep    = 1 - cos(VLP(full decoding), VLP(original))          # the full decoding keeps its semantics
+    loss    = rd + beta_stage * (|rd| / |privacy|) * privacy + gamma * keep
+
+``|rd| / |privacy|`` (detached) is the privacy-vs-quality inverse-magnitude balance: ``beta_stage`` is then the
+privacy term's share relative to rate-distortion, whatever the raw scales. Stage 1 trains every weight with a
+small beta (quality first); stage 2 freezes analysis, hyperprior and entropy models (so bitstreams made before it
+stay valid) and trains only the synthesis transform and CLTG with a large beta.
+
+Run ``psic train --config train.toml [--set section.key=value ...]``; under ``torchrun`` it trains with
+DistributedDataParallel on every process (same code path; rank 0 logs, checkpoints and exports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import csv
+import math
+import os
+import time
+import tomllib
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ..models import build_backbone  # noqa: E402
+from ..weights import instantiate, registry, save_weights  # noqa: E402
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .data import RandomCropImages  # noqa: E402
+from .losses import rate_distortion  # noqa: E402
+from .pairs import CaptionedImages, read_captions, read_labels  # noqa: E402
+from .uaeo import split_pairs, uaeo_losses, weighted_sum  # noqa: E402
+
+DEFAULTS: dict[str, dict] = {
+    "data": {"captions": "", "labels": "", "images": "", "split": "train"},
+    "model": {"init": "", "backbone": "mean-scale-hyperprior", "N": 64, "M": 96},
+    "vlp": {"name": "refclip-s"},
+    "train": {
+        "stages": [1, 2],
+        "minutes": [10.0, 40.0],  # per stage, wall clock, counted across resumes
+        "max_steps": [10**9, 10**9],
+        "beta": [0.1, 1.0],  # privacy share relative to rate-distortion, per stage
+        "lr": [1e-4, 1e-4],
+        "gamma": 1.0,  # weight of the full decoding's semantic-keeping term
+        "lmbda": 0.025,
+        "batch": 8,
+        "photo_batch": 0,  # extra rate-distortion-only crops per step from data.images
+        "crop": 128,
+        "threshold": "median",  # UAEO uncertainty split: a value in (0, 1] or the batch median
+        "temperature": 1.0,  # softness of the least-likely-caption labels
+        "seed": 0,
+        "threads": 0,
+        "device": "auto",
+    },
+    "output": {"out": "", "name": "", "quality": 0, "checkpoint": "", "log": ""},
+}
+
+
+def load_config(path: str | None, overrides: list[str]) -> dict:
+    """Defaults, then the TOML file, then ``section.key=value`` overrides (values parsed as Python literals)."""
+    config = copy.deepcopy(DEFAULTS)
+    if path:
+        with open(path, "rb") as f:
+            for section, values in tomllib.load(f).items():
+                if section not in config:
+                    raise ValueError(f"{path}: unknown section [{section}] (known: {', '.join(config)})")
+                config[section].update(values)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in config:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        config[section][name] = value
+    unknown = {f"{s}.{k}" for s in config for k in config[s] if k not in DEFAULTS[s]}
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    return config
+
+
+def freeze_for_stage(model, stage: int) -> list[torch.nn.Parameter]:
+    """Stage 1: every weight trains. Stage 2: only the synthesis transform (with CLTG)."""
+    trainable = set(map(id, model.synthesis_parameters())) if stage == 2 else None
+    for p in model.parameters():
+        p.requires_grad_(trainable is None or id(p) in trainable)
+    return [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
+
+
+class DistributedContext:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        self.device = torch.device(f"cuda:{local}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        if self.world > 1:
+            torch.distributed.init_process_group("nccl" if cuda else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model, find_unused: bool):
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
+
+    def close(self):
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def build_model(config: dict):
+    init = config["model"]["init"]
+    if init:
+        info = registry.find(init)
+        return instantiate(info).train(), info
+    m = config["model"]
+    return build_backbone(m["backbone"], N=m["N"], M=m["M"]), None
+
+
+def privacy_step(model, vlp, x: torch.Tensor, captions: list[str], photos: torch.Tensor | None, cfg: dict, beta: float,
+                 text_cache: dict) -> dict[str, torch.Tensor]:
+    batch = x if photos is None else torch.cat([x, photos])
+    out = model(batch)
+    terms = rate_distortion(out, batch, cfg["lmbda"])
+    n = x.shape[0]
+    missing = [c for c in dict.fromkeys(captions) if c not in text_cache]
+    if missing:
+        with torch.no_grad():
+            text_cache.update(zip(missing, vlp.encode_text(missing)))
+    text = torch.stack([text_cache[c] for c in captions])
+    scale = vlp.logit_scale
+    with torch.no_grad():
+        original = vlp.encode_image(x)
+        split = split_pairs(scale * original @ text.t(), cfg["threshold"], cfg["temperature"])
+    protected = vlp.encode_image(out["x_hat"]["protect"][:n])
+    terms.update(uaeo_losses(protected, text, scale, split))
+    privacy = weighted_sum({k: terms[k] for k in ("uaeo_confident", "uaeo_uncertain")})
+    full = vlp.encode_image(out["x_hat"]["full"][:n])
+    terms["keep_full"] = (1 - F.cosine_similarity(full, original)).mean()
+    balance = terms["loss"].detach().abs() / privacy.detach().abs().clamp_min(1e-8)
+    terms["privacy"] = privacy
+    terms["confident_share"] = split.confident.float().mean()
+    terms["loss"] = terms["loss"] + beta * balance * privacy + cfg["gamma"] * terms["keep_full"]
+    return terms
+
+
+def train(config: dict) -> Path | None:
+    cfg, out_cfg = config["train"], config["output"]
+    ctx = DistributedContext(cfg["device"])
+    torch.manual_seed(cfg["seed"] + ctx.rank)
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    data_cfg = config["data"]
+    items = []
+    if data_cfg["captions"]:
+        items += read_captions(data_cfg["captions"], data_cfg["split"] or None)
+    if data_cfg["labels"]:
+        items += read_labels(data_cfg["labels"], data_cfg["split"] or None)
+    pairs = CaptionedImages(items, cfg["crop"], seed=cfg["seed"] + ctx.rank)
+    photos = RandomCropImages(data_cfg["images"], cfg["crop"], cfg["seed"] + ctx.rank) if data_cfg["images"] else None
+
+    from ..vlp import load_vlp
+
+    vlp = load_vlp(config["vlp"]["name"]).frozen().to(ctx.device)
+    model, init_info = build_model(config)
+    model.to(ctx.device)
+    checkpoint = Path(out_cfg["checkpoint"]) if out_cfg["checkpoint"] else None
+    progress = {"stage_index": 0, "step": 0, "seconds": 0.0}
+    log_file = open(out_cfg["log"], "a", newline="") if out_cfg["log"] and ctx.main else None
+    writer, text_cache = None, {}
+    stages = list(cfg["stages"])
+    if checkpoint and checkpoint.exists():
+        progress = load_checkpoint(checkpoint, model, {})
+    while progress["stage_index"] < len(stages):
+        index = progress["stage_index"]
+        stage = int(stages[index])
+        params = freeze_for_stage(model, stage)
+        optimizer = torch.optim.Adam(params, lr=cfg["lr"][index])
+        aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
+        aux_optimizer = torch.optim.Adam(aux, lr=1e-3) if aux else None
+        optimizers = {"opt": optimizer} | ({"aux": aux_optimizer} if aux_optimizer else {})
+        if checkpoint and checkpoint.exists() and progress["step"] > 0:
+            load_checkpoint(checkpoint, model, optimizers)  # resume this stage's optimiser moments
+        ddp = ctx.wrap(model, find_unused=stage == 1)
+        ddp.train()
+        budget = cfg["minutes"][index] * 60
+        bar = tqdm(total=int(budget), initial=int(progress["seconds"]), unit="s", desc=f"stage {stage}",
+                   disable=not ctx.main)
+        started, last_save = time.monotonic() - progress["seconds"], time.monotonic()
+        while progress["seconds"] < budget and progress["step"] < cfg["max_steps"][index]:
+            fraction = progress["seconds"] / budget
+            for group in optimizer.param_groups:
+                group["lr"] = cfg["lr"][index] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction)))
+            x, captions = pairs.batch(cfg["batch"])
+            extra = photos.batch(cfg["photo_batch"]).to(ctx.device) if photos and cfg["photo_batch"] else None
+            terms = privacy_step(ddp, vlp, x.to(ctx.device), captions, extra, cfg, cfg["beta"][index], text_cache)
+            for opt in optimizers.values():
+                opt.zero_grad()
+            terms["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            if aux_optimizer:
+                aux_loss = model.aux_loss()
+                aux_loss.backward()
+                aux_optimizer.step()
+            progress["step"] += 1
+            now = time.monotonic()
+            progress["seconds"] = now - started
+            bar.update(int(progress["seconds"]) - bar.n)
+            row = {"stage": stage, "step": progress["step"], "seconds": round(progress["seconds"], 1)}
+            row |= {k: round(v.item(), 6) for k, v in terms.items()}
+            if progress["step"] % 10 == 0:
+                bar.set_postfix({k: row[k] for k in ("loss", "bpp", "mse_protect", "uaeo_confident", "keep_full")})
+            if log_file:
+                writer = writer or csv.DictWriter(log_file, fieldnames=list(row))
+                if log_file.tell() == 0:
+                    writer.writeheader()
+                writer.writerow(row)
+            if checkpoint and ctx.main and now - last_save > 300:
+                save_checkpoint(checkpoint, model, optimizers, progress)
+                last_save = now
+        bar.close()
+        progress = {"stage_index": index + 1, "step": 0, "seconds": 0.0}
+        if checkpoint and ctx.main:
+            save_checkpoint(checkpoint, model, optimizers, progress)
+    result = None
+    if ctx.main and out_cfg["out"]:
+        model.update(force=True)
+        training = {"trainer": "psic_core.train.privacy", "vlp": config["vlp"]["name"], "train": cfg,
+                    "init": init_info.name if init_info else None}
+        result = Path(out_cfg["out"])
+        save_weights(model.eval().cpu(), result, name=out_cfg["name"] or result.stem,
+                     quality=out_cfg["quality"] or None, extra={"training": training})
+    ctx.close()
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="psic train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="TOML file with [data] [model] [vlp] [train] [output] sections")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable), e.g. --set train.lmbda=0.0130")
+    args = parser.parse_args(argv)
+    result = train(load_config(args.config, args.set))
+    if result:
+        print(f"wrote {result}")
+
+
+if __name__ == "__main__":
+    main()
