@@ -85,10 +85,19 @@ def _encode_image_bytes(im, path: Path) -> bytes:
 
 
 def cmd_encode(args) -> int:
+    from PIL import Image
+
+    from .metadata import extract
+
     out = _output_path(args, ".psic")
-    with _progress("encoding") as progress:
-        data = codec.encode(args.input, model=args.model, quality=args.quality, key=_key(args),
-                            keep_metadata=args.keep_metadata, progress=progress)
+    key = _key(args)
+    with Image.open(args.input) as im:
+        if key is None and not args.keep_metadata and extract(im)[1]:
+            print("psic: note: EXIF/XMP/IPTC metadata dropped (no key to seal it; --keep-metadata keeps it in the "
+                  "clear)", file=sys.stderr)
+        with _progress("encoding") as progress:
+            data = codec.encode(im, model=args.model, quality=args.quality, key=key,
+                                keep_metadata=args.keep_metadata, progress=progress)
     atomic_write(out, data, overwrite=True)
     summary = codec.info(data)
     lock = "locked with the key" if summary["locked"] else "open (no key given)"
@@ -109,12 +118,26 @@ def cmd_decode(args) -> int:
 
 def cmd_info(args) -> int:
     summary = codec.info(args.input)
+    key = _key(args)
+    if key is not None:
+        summary["sealed_metadata"] = codec.private_metadata(args.input, key).summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         width = max(map(len, summary))
         for key, value in summary.items():
             print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_strip(args) -> int:
+    out = Path(args.output) if args.output else Path(args.input)
+    if args.output and out.exists() and not args.force:
+        raise PsicError(f"{out} exists; use --force to replace it")
+    stripped = codec.strip(args.input)
+    before = Path(args.input).stat().st_size
+    atomic_write(out, stripped, overwrite=True)
+    print(f"{out}: private metadata removed ({before - len(stripped)} bytes), image stream unchanged")
     return 0
 
 
@@ -188,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output path (default: input with .psic)")
     p.add_argument("--model", help="weights name or .safetensors path (see `psic models`)")
     p.add_argument("--quality", type=int, help="quality level of the default model family")
-    p.add_argument("--keep-metadata", action="store_true", help="keep EXIF in the clear (dropped by default)")
+    p.add_argument("--keep-metadata", action="store_true",
+                   help="keep EXIF/XMP/IPTC in the clear (default: sealed under the key, dropped without one)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     _key_options(p)
     p.set_defaults(func=cmd_encode)
@@ -204,7 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print a .psic file's header (no model load)")
     p.add_argument("input")
     p.add_argument("--json", action="store_true")
+    _key_options(p)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("strip", help="remove private metadata (sealed or clear) from a .psic file, in place")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", help="write the stripped file here instead of replacing the input")
+    p.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_strip)
 
     p = sub.add_parser("models", help="list installed weights")
     p.set_defaults(func=cmd_models)

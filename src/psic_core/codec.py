@@ -14,7 +14,7 @@ from typing import BinaryIO, Callable, Union
 import numpy as np
 from PIL import Image
 
-from . import container, lock
+from . import container, lock, metadata
 from .conditions import CONDITION_VALUES, DEFAULT_CONDITION
 from .container import Header, PsicFile, Tile
 from .errors import PsicError, PsicFormatError, PsicIntegrityError, PsicModelError
@@ -22,7 +22,6 @@ from .weights import WeightsInfo, load_model, registry
 
 #: pixels per tile side; 768x512 photos are one tile, larger ones are split so memory stays bounded
 DEFAULT_TILE = 1024
-ORIENTATION_TAG = 0x0112
 
 ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 PsicInput = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -52,8 +51,8 @@ def _open_image(image: ImageInput) -> Image.Image:
 def to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
     """The documented mode rule (docs/format.md, "Source modes").
 
-    Pixels are coded as stored (EXIF orientation is kept as metadata, not applied). Greyscale (1, L, I, I;16, F) is coded as RGB and presented as
-    L again; palette images are expanded; CMYK/YCbCr/LAB/HSV go through Pillow's conversion to RGB. An alpha
+    Pixels are coded as stored (EXIF orientation stays metadata, not applied). Greyscale (1, L, I, I;16, F) is
+    coded as RGB and presented as L again; palette images are expanded; CMYK/YCbCr/LAB/HSV go through Pillow's conversion to RGB. An alpha
     channel that is fully opaque is dropped; any other alpha is kept losslessly (zlib) beside the coded RGB.
     """
     if im.mode == "P":
@@ -72,16 +71,6 @@ def to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
     rgb = np.asarray(im.convert("RGB"))
     mode = ("L" if grey else "RGB") + ("A" if alpha is not None else "")
     return rgb, alpha, mode
-
-
-def orientation_exif(im: Image.Image) -> bytes | None:
-    """A minimal EXIF block holding only the orientation tag (public so the default view shows photos upright)."""
-    orientation = im.getexif().get(ORIENTATION_TAG)
-    if orientation in (None, 1):
-        return None
-    exif = Image.Exif()
-    exif[ORIENTATION_TAG] = orientation
-    return exif.tobytes()
 
 
 # --- encode --------------------------------------------------------------------------------------------------
@@ -110,13 +99,15 @@ def encode(
 
     ``model`` is a weights name (``"mshp64-q2"``), a family with ``quality`` (``"mshp64"``, 2) or a path to a
     ``.safetensors`` file; by default the bundled default family at ``quality`` (default 2). With ``key`` the full
-    decoding is locked to that key. The ICC profile is kept; EXIF is dropped unless ``keep_metadata``.
+    decoding is locked to that key.
+
+    Metadata (docs/format.md): the ICC profile and EXIF orientation stay public. The rest of EXIF, XMP and IPTC is
+    sealed under the key; without a key it is dropped, unless ``keep_metadata`` keeps it in the clear.
     """
     import torch
 
     im = _open_image(image)
-    icc = im.info.get("icc_profile") or None
-    exif = im.info.get("exif") if keep_metadata else orientation_exif(im)
+    icc, private = metadata.extract(im)
     rgb, alpha, mode = to_rgb(im)
     weights = registry.find(model, quality)
     net = load_model(weights)
@@ -138,11 +129,19 @@ def encode(
             tiles.append(Tile(index, tuple(out["shape"]), out["latent_digest"], strings))
             if progress:
                 progress(index + 1, header.tile_count)
-    f = PsicFile(header, tiles=tiles, icc_profile=icc, exif=exif, text=dict(text or {}))
+    f = PsicFile(header, tiles=tiles, icc_profile=icc, text=dict(text or {}))
     if alpha is not None:
         f.alpha = zlib.compress(alpha.tobytes(), 9)
+    master = None
     if key is not None:
-        f.lock, _master = lock.new_lock(key)
+        f.lock, master = lock.new_lock(key)
+    if keep_metadata:
+        f.exif = private.exif
+        f.clear_metadata = metadata.PrivateMetadata(xmp=private.xmp, iptc=private.iptc).to_bytes() or None
+    else:
+        f.exif = metadata.orientation_exif(private.exif)
+        if master is not None and private:
+            f.sealed = metadata.seal(private, master, container.associated_data(f))
     return container.serialize(f)
 
 
@@ -204,8 +203,9 @@ def decode_pixels(f: PsicFile, condition: str, model=None, progress: Progress | 
     return out
 
 
-def present(f: PsicFile, rgb: np.ndarray) -> Image.Image:
-    """Turn decoded RGB into the image the file describes (source mode, alpha, ICC profile)."""
+def present(f: PsicFile, rgb: np.ndarray, private: metadata.PrivateMetadata | None = None) -> Image.Image:
+    """Turn decoded RGB into the image the file describes: source mode, alpha, ICC profile, and the metadata
+    available (``private``: unsealed with the key, else any kept in the clear; public EXIF otherwise)."""
     im = Image.fromarray(rgb, "RGB")
     if f.header.mode.startswith("L"):
         im = im.convert("L")
@@ -221,9 +221,22 @@ def present(f: PsicFile, rgb: np.ndarray) -> Image.Image:
         im.putalpha(Image.frombytes("L", im.size, plane))
     if f.icc_profile:
         im.info["icc_profile"] = f.icc_profile
-    if f.exif:
-        im.info["exif"] = f.exif
+    private = private or available_metadata(f)
+    exif = private.exif or f.exif
+    if exif:
+        im.info["exif"] = exif
+    if private.xmp:
+        im.info["xmp"] = private.xmp
+    if private.iptc:
+        im.info["iptc"] = private.iptc
     return im
+
+
+def available_metadata(f: PsicFile, master: bytes | None = None) -> metadata.PrivateMetadata:
+    """Private metadata readable with ``master`` (sealed) or by anyone (kept in the clear)."""
+    if master is not None and f.sealed:
+        return metadata.unseal(f.sealed, master, container.associated_data(f))
+    return metadata.PrivateMetadata.from_bytes(f.clear_metadata or b"")
 
 
 def decode(
@@ -248,8 +261,26 @@ def decode(
 
 def render(f: PsicFile, *, key=None, full: bool | None = None, model=None, progress: Progress | None = None):
     """The decode path for an already parsed file (what ``decode`` and the image-library plugins call)."""
-    condition = lock.condition_for(f, key, full)
-    return present(f, decode_pixels(f, condition, model, progress))
+    condition, master = lock.access(f, key, full)
+    private = available_metadata(f, master)  # before decoding: a tampered file fails fast
+    return present(f, decode_pixels(f, condition, model, progress), private)
+
+
+def private_metadata(data: PsicInput, key: lock.Key) -> metadata.PrivateMetadata:
+    """The sealed metadata of a locked file, unsealed with ``key`` (no model load)."""
+    f = read_file(data)
+    if f.lock is None:
+        return available_metadata(f)
+    return available_metadata(f, lock.unlock(key, f.lock))
+
+
+def strip(data: PsicInput) -> bytes:
+    """The same file without private metadata (sealed or clear) and with only the orientation left in EXIF; the
+    image stream, lock and ICC profile are untouched."""
+    f = read_file(data)
+    f.exif = metadata.orientation_exif(f.exif)
+    f.sealed = f.clear_metadata = None
+    return container.serialize(f)
 
 
 def info(data: PsicInput) -> dict:
@@ -283,6 +314,7 @@ def header_info(f: PsicFile, size: int | None = None) -> dict:
         "icc_profile_bytes": len(f.icc_profile or b""),
         "exif_bytes": len(f.exif or b""),
         "sealed_metadata_bytes": len(f.sealed or b""),
+        "clear_metadata_bytes": len(f.clear_metadata or b""),
         "text": dict(f.text),
         "skipped_chunks": list(f.skipped_chunks),
     }
@@ -294,4 +326,4 @@ def header_info(f: PsicFile, size: int | None = None) -> dict:
     return result
 
 
-__all__ = ["decode", "encode", "header_info", "info", "read_file", "render"]
+__all__ = ["decode", "encode", "header_info", "info", "private_metadata", "read_file", "render", "strip"]

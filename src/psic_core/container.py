@@ -31,7 +31,7 @@ MODES = ("RGB", "L", "RGBA", "LA")
 
 # chunk types
 HEAD, LOCK, TILE, IEND = b"HEAD", b"LOCK", b"TILE", b"IEND"
-ALPHA, ICC, EXIF, TEXT, SEALED = b"aLPH", b"iCCP", b"eXIf", b"tEXt", b"sEAL"
+ALPHA, ICC, EXIF, TEXT, SEALED, CLEAR_METADATA = b"aLPH", b"iCCP", b"eXIf", b"tEXt", b"sEAL", b"mETA"
 
 
 @dataclass
@@ -93,7 +93,8 @@ class PsicFile:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
-    sealed: bytes | None = None  # AEAD-sealed metadata (see lock.py)
+    sealed: bytes | None = None  # AEAD-sealed private metadata (see metadata.py)
+    clear_metadata: bytes | None = None  # private metadata kept in the clear on request (metadata.py's record)
     skipped_chunks: list[str] = field(default_factory=list)
 
     @property
@@ -127,14 +128,22 @@ def _encode_header(h: Header) -> bytes:
     return out + _short_str(h.model_name) + bytes.fromhex(h.model_sha256)
 
 
+def _encode_lock(lk: Lock) -> bytes:
+    return bytes([lk.kdf, lk.log2_n, lk.r, lk.p, len(lk.salt)]) + lk.salt + lk.verifier
+
+
+def associated_data(f: PsicFile) -> bytes:
+    """The header fields sealed metadata authenticates: HEAD and LOCK chunk data, as serialised."""
+    return _encode_header(f.header) + (_encode_lock(f.lock) if f.lock else b"")
+
+
 def serialize(f: PsicFile) -> bytes:
     head = _chunk(HEAD, _encode_header(f.header))
     if len(f.tiles) != f.header.tile_count:
         raise PsicFormatError(f"{len(f.tiles)} tiles for a grid of {f.header.tile_count}")
     parts = [SIGNATURE, head]
     if f.lock:
-        lk = f.lock
-        parts.append(_chunk(LOCK, bytes([lk.kdf, lk.log2_n, lk.r, lk.p, len(lk.salt)]) + lk.salt + lk.verifier))
+        parts.append(_chunk(LOCK, _encode_lock(f.lock)))
     if f.icc_profile:
         parts.append(_chunk(ICC, f.icc_profile))
     if f.exif:
@@ -143,6 +152,8 @@ def serialize(f: PsicFile) -> bytes:
         parts.append(_chunk(TEXT, keyword.encode("latin-1") + b"\0" + value.encode("utf-8")))
     if f.sealed:
         parts.append(_chunk(SEALED, f.sealed))
+    if f.clear_metadata:
+        parts.append(_chunk(CLEAR_METADATA, f.clear_metadata))
     if f.alpha is not None:
         parts.append(_chunk(ALPHA, f.alpha))
     for tile in f.tiles:
@@ -295,7 +306,7 @@ def read(source: bytes | bytearray | memoryview | BinaryIO, *, header_only: bool
             result = PsicFile(_decode_header(data))
             seen.add(kind)
             continue
-        if kind in seen and kind in (HEAD, LOCK, ALPHA, ICC, EXIF, SEALED):
+        if kind in seen and kind in (HEAD, LOCK, ALPHA, ICC, EXIF, SEALED, CLEAR_METADATA):
             raise PsicFormatError(f"duplicate {name} chunk")
         seen.add(kind)
         if kind == IEND:
@@ -311,10 +322,11 @@ def read(source: bytes | bytearray | memoryview | BinaryIO, *, header_only: bool
             if tile.index != len(result.tiles) or tile.index >= result.header.tile_count:
                 raise PsicFormatError(f"TILE {tile.index} out of order or outside the tile grid")
             result.tiles.append(tile)
-        elif kind in (ALPHA, ICC, EXIF, SEALED):
+        elif kind in (ALPHA, ICC, EXIF, SEALED, CLEAR_METADATA):
             if length > MAX_METADATA and kind != ALPHA:
                 raise PsicFormatError(f"{name} chunk larger than the {MAX_METADATA}-byte metadata limit")
-            attribute = {ALPHA: "alpha", ICC: "icc_profile", EXIF: "exif", SEALED: "sealed"}[kind]
+            attribute = {ALPHA: "alpha", ICC: "icc_profile", EXIF: "exif", SEALED: "sealed",
+                         CLEAR_METADATA: "clear_metadata"}[kind]
             setattr(result, attribute, data)
         elif kind == TEXT:
             keyword, sep, value = data.partition(b"\0")

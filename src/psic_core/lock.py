@@ -84,8 +84,9 @@ def unlock(key: Key, lock: Lock) -> bytes:
     return master
 
 
-def condition_for(f: PsicFile, key: Key | None, full: bool | None) -> str:
-    """Which decoding a request gets: the one place that reads the header, checks the key and picks.
+def access(f: PsicFile, key: Key | None, full: bool | None) -> tuple[str, bytes | None]:
+    """Which decoding a request gets, and the master secret when a key was checked: the one place that reads the
+    header, checks the key and picks.
 
     - ``full=None``: the full decoding when a key is given, the file's default (protected) otherwise;
     - ``full=True``: the full decoding; a locked file needs the right key;
@@ -94,8 +95,14 @@ def condition_for(f: PsicFile, key: Key | None, full: bool | None) -> str:
     A file encoded without a key has an open full decoding; any key is then ignored (there is nothing to check).
     """
     want_full = full if full is not None else key is not None
+    master = None
     if f.lock is not None and key is not None:
-        unlock(key, f.lock)
+        master = unlock(key, f.lock)
     elif want_full and f.lock is not None:
         raise PsicKeyError("this file is locked: its full decoding needs the key")
-    return FULL if want_full else f.header.default_condition
+    return (FULL if want_full else f.header.default_condition), master
+
+
+def condition_for(f: PsicFile, key: Key | None, full: bool | None) -> str:
+    """The decoding a request gets (see ``access``)."""
+    return access(f, key, full)[0]
