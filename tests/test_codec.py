@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import struct
 import subprocess
@@ -196,3 +197,44 @@ def test_header_read_does_not_import_torch(tmp_path, photo, random_weights):
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+HOSTILE_STRINGS = """
+import os, random, sys
+import psic_core
+from psic_core import container
+random.seed(0)
+original = open(sys.argv[1], "rb").read()
+for which in (0, 1):
+    for n in (0, 1, 3, 7, 8, 9, 64, 700):
+        for fill in (b"\\x00", b"\\xff", None):
+            f = container.read(original)
+            f.tiles[0].strings[which] = random.randbytes(n) if fill is None else fill * n
+            try:
+                psic_core.decode(container.serialize(f))
+            except psic_core.PsicError:
+                pass
+print("survived")
+"""
+
+
+def test_hostile_entropy_strings_never_crash_the_process(tmp_path, kodim07, random_weights):
+    """CompressAI's rANS decoder reads without bounds checks; the codec's guard padding must contain it."""
+    path = tmp_path / "x.psic"
+    path.write_bytes(psic_core.encode(kodim07.crop((0, 0, 200, 130)), model=random_weights.name))
+    env = dict(os.environ, PSIC_WEIGHTS_PATH=str(random_weights.path.parent))
+    out = subprocess.run([sys.executable, "-c", HOSTILE_STRINGS, str(path)], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "survived"
+
+
+def test_oversized_latent_shapes_and_strings_are_refused_before_decoding(photo, random_weights):
+    f = container.read(psic_core.encode(photo, model=random_weights.name))
+    f.tiles[0].latent_shape = (60_000, 60_000)
+    with pytest.raises(PsicFormatError, match="latent shape"):
+        psic_core.decode(container.serialize(f))
+    f = container.read(psic_core.encode(photo, model=random_weights.name))
+    f.tiles[0].strings[0] = bytes(10_000_000)
+    with pytest.raises(PsicFormatError, match="longer than"):
+        psic_core.decode(container.serialize(f))

@@ -185,8 +185,21 @@ def decode_pixels(f: PsicFile, condition: str, model=None, progress: Progress | 
     with torch.inference_mode():
         for tile in f.tiles:
             left, top, right, bottom = h.tile_box(tile.index)
+            if tuple(tile.latent_shape) != net.latent_shape(bottom - top, right - left):
+                raise PsicFormatError(f"tile {tile.index}: latent shape {tile.latent_shape} does not fit the tile")
+            if len(tile.strings) != net.num_strings:
+                raise PsicFormatError(f"tile {tile.index}: {len(tile.strings)} strings, the model codes {net.num_strings}")
+            # CompressAI's rANS decoder does not bounds-check its reads, so hostile strings would read past their
+            # end (a segfault, or a leak into the decoded image). Zero padding beyond the worst-case reads keeps
+            # every read inside our buffer: at most 8 initial bytes, 4 per symbol, and escape (bypass) runs
+            # bounded by 16 bytes per input byte; garbage then fails the latent digest below.
+            symbols = net.max_symbols(tile.latent_shape)
+            if any(len(s) > 16 * symbols + 1024 for s in tile.strings):
+                raise PsicFormatError(f"tile {tile.index}: entropy-coded string longer than its symbols allow")
+            guard = bytes(4 * symbols + 64)
             try:
-                result = net.decompress([[s] for s in tile.strings], tile.latent_shape, condition)
+                result = net.decompress([[s + bytes(16 * len(s)) + guard] for s in tile.strings], tile.latent_shape,
+                                        condition)
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise PsicFormatError(f"tile {tile.index} cannot be entropy-decoded: {exc}") from None
             if result["latent_digest"] != tile.latent_digest:
@@ -195,8 +208,6 @@ def decode_pixels(f: PsicFile, condition: str, model=None, progress: Progress | 
                     "desynchronised, e.g. a different machine's float results, or corrupt data)"
                 )
             pixels = result["x_hat"][0, :, : bottom - top, : right - left]
-            if pixels.shape[1:] != (bottom - top, right - left):
-                raise PsicFormatError(f"tile {tile.index}: latent shape does not cover the tile")
             out[top:bottom, left:right] = pixels.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
             if progress:
                 progress(tile.index + 1, len(f.tiles))

@@ -45,6 +45,17 @@ class ConditionalCodec:
     backbone_name: str = ""
     #: input sides are padded to a multiple of this (4 stride-2 layers in g_a, 2 in h_a)
     padding_multiple: int = 64
+    #: entropy-coded strings per image, in the order compress() returns them
+    num_strings: int = 2
+
+    def max_symbols(self, shape: tuple[int, int]) -> int:
+        """Symbols the entropy coder decodes for a hyper-latent of ``shape`` (y at 4x its resolution, and z)."""
+        zh, zw = shape
+        return self.config["M"] * 16 * zh * zw + self.config["N"] * zh * zw
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The ``shape`` compress() reports for an image of this size (decoders check it before allocating)."""
+        return -(-height // self.padding_multiple), -(-width // self.padding_multiple)
 
     def forward_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
