@@ -45,7 +45,7 @@ from .uaeo import split_pairs, uaeo_losses, weighted_sum  # noqa: E402
 DEFAULTS: dict[str, dict] = {
     "data": {"captions": "", "labels": "", "images": "", "split": "train"},
     "model": {"init": "", "backbone": "mean-scale-hyperprior", "N": 64, "M": 96},
-    "vlp": {"name": "refclip-s"},
+    "vlp": {"name": "refclip-s", "pretrained": ""},  # pretrained: open_clip tag or local file, for open_clip:NAME
     "train": {
         "stages": [1, 2],
         "minutes": [10.0, 40.0],  # per stage, wall clock, counted across resumes
@@ -184,7 +184,7 @@ def train(config: dict) -> Path | None:
 
     from ..vlp import load_vlp
 
-    vlp = load_vlp(config["vlp"]["name"]).frozen().to(ctx.device)
+    vlp = load_vlp(config["vlp"]["name"], pretrained=config["vlp"]["pretrained"] or None).frozen().to(ctx.device)
     model, init_info = build_model(config)
     model.to(ctx.device)
     checkpoint = Path(out_cfg["checkpoint"]) if out_cfg["checkpoint"] else None
