@@ -173,41 +173,58 @@ def weights_for(f: PsicFile, model: str | os.PathLike | None = None) -> WeightsI
     return info
 
 
+def _check_tiles(f: PsicFile, net) -> None:
+    """Everything about the tiles that can be checked before allocating or decoding anything."""
+    for tile in f.tiles:
+        left, top, right, bottom = f.header.tile_box(tile.index)
+        if tuple(tile.latent_shape) != net.latent_shape(bottom - top, right - left):
+            raise PsicFormatError(f"tile {tile.index}: latent shape {tile.latent_shape} does not fit the tile")
+        if len(tile.strings) != net.num_strings:
+            raise PsicFormatError(f"tile {tile.index}: {len(tile.strings)} strings, the model codes {net.num_strings}")
+        if any(len(s) > 16 * net.max_symbols(tile.latent_shape) + 1024 for s in tile.strings):
+            raise PsicFormatError(f"tile {tile.index}: entropy-coded string longer than its symbols allow")
+
+
+def _decode_latent(net, tile: Tile):
+    """The tile's dequantised latent, checked against its digest before any synthesis runs."""
+    # CompressAI's rANS decoder does not bounds-check its reads, so hostile strings would read past their end (an
+    # empty string segfaults). Zero padding beyond the worst-case reads keeps every read inside our buffer: at
+    # most 8 initial bytes, 4 per symbol, and escape (bypass) runs bounded by 16 bytes per input byte; garbage
+    # then fails the digest.
+    from .models.base import symbols_digest
+
+    guard = bytes(4 * net.max_symbols(tile.latent_shape) + 64)
+    try:
+        y_hat, symbols = net.decode_latent([[s + bytes(16 * len(s)) + guard] for s in tile.strings],
+                                           tile.latent_shape)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise PsicFormatError(f"tile {tile.index} cannot be entropy-decoded: {exc}") from None
+    if symbols_digest(symbols) != tile.latent_digest:
+        raise PsicIntegrityError(
+            f"tile {tile.index}: the decoded latent does not match the file's digest (entropy decoder "
+            "desynchronised, e.g. a different machine's float results, or corrupt data)"
+        )
+    return y_hat
+
+
 def decode_pixels(f: PsicFile, condition: str, model=None, progress: Progress | None = None) -> np.ndarray:
-    """The decoded RGB pixels (H, W, 3) uint8 of a parsed file under ``condition``."""
+    """The decoded RGB pixels (H, W, 3) uint8 of a parsed file under ``condition``, one tile at a time."""
     import torch
+
+    from .models import condition_tensor
 
     net = load_model(weights_for(f, model))
     h = f.header
     if set(h.conditions) - set(CONDITION_VALUES) or any(CONDITION_VALUES[k] != v for k, v in h.conditions.items()):
         raise PsicFormatError(f"unsupported condition table {h.conditions}")
+    _check_tiles(f, net)
     out = np.empty((h.height, h.width, 3), np.uint8)
     with torch.inference_mode():
         for tile in f.tiles:
             left, top, right, bottom = h.tile_box(tile.index)
-            if tuple(tile.latent_shape) != net.latent_shape(bottom - top, right - left):
-                raise PsicFormatError(f"tile {tile.index}: latent shape {tile.latent_shape} does not fit the tile")
-            if len(tile.strings) != net.num_strings:
-                raise PsicFormatError(f"tile {tile.index}: {len(tile.strings)} strings, the model codes {net.num_strings}")
-            # CompressAI's rANS decoder does not bounds-check its reads, so hostile strings would read past their
-            # end (a segfault, or a leak into the decoded image). Zero padding beyond the worst-case reads keeps
-            # every read inside our buffer: at most 8 initial bytes, 4 per symbol, and escape (bypass) runs
-            # bounded by 16 bytes per input byte; garbage then fails the latent digest below.
-            symbols = net.max_symbols(tile.latent_shape)
-            if any(len(s) > 16 * symbols + 1024 for s in tile.strings):
-                raise PsicFormatError(f"tile {tile.index}: entropy-coded string longer than its symbols allow")
-            guard = bytes(4 * symbols + 64)
-            try:
-                result = net.decompress([[s + bytes(16 * len(s)) + guard] for s in tile.strings], tile.latent_shape,
-                                        condition)
-            except (RuntimeError, ValueError, IndexError) as exc:
-                raise PsicFormatError(f"tile {tile.index} cannot be entropy-decoded: {exc}") from None
-            if result["latent_digest"] != tile.latent_digest:
-                raise PsicIntegrityError(
-                    f"tile {tile.index}: the decoded latent does not match the file's digest (entropy decoder "
-                    "desynchronised, e.g. a different machine's float results, or corrupt data)"
-                )
-            pixels = result["x_hat"][0, :, : bottom - top, : right - left]
+            y_hat = _decode_latent(net, tile)
+            x_hat = net.g_s(y_hat, condition_tensor(condition)).clamp_(0, 1)
+            pixels = x_hat[0, :, : bottom - top, : right - left]
             out[top:bottom, left:right] = pixels.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
             if progress:
                 progress(tile.index + 1, len(f.tiles))

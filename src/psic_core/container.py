@@ -20,8 +20,10 @@ FORMAT_VERSION = 1
 
 #: largest image psic writes or reads (each side and pixel count); Pillow's own MAX_IMAGE_PIXELS applies on top
 MAX_SIDE = 65_535
-MAX_PIXELS = 1 << 28
+MAX_PIXELS = 1 << 27
 MAX_CHUNK = 1 << 30
+#: a tile is decoded in one piece, so its side bounds the decoder's working memory (~1 GB at 2048)
+MAX_TILE = 2048
 #: bounds on optional metadata so a hostile file cannot make a reader hold arbitrary amounts of it
 MAX_METADATA = 16 << 20
 MAX_TEXT_ENTRIES = 64
@@ -202,8 +204,8 @@ def _check_header(h: Header):
     if h.mode not in MODES:
         raise PsicFormatError(f"unknown source mode {h.mode!r}")
     for side in (h.tile_width, h.tile_height):
-        if side < 64 or side % 64 or side > 8192:
-            raise PsicFormatError(f"tile side {side} must be a multiple of 64 between 64 and 8192")
+        if side < 64 or side % 64 or side > MAX_TILE:
+            raise PsicFormatError(f"tile side {side} must be a multiple of 64 between 64 and {MAX_TILE}")
     if h.default_condition not in h.conditions:
         raise PsicFormatError("default condition missing from the condition table")
     if len(h.model_sha256) != 64:
