@@ -148,3 +148,26 @@ def test_iptc_is_sealed_and_returned_byte_identical(jpeg_with_metadata, random_w
     assert b"Ada Lovelac" not in data
     assert psic_core.decode(data, key="k").info["iptc"] == content
     assert "iptc" not in psic_core.decode(data).info
+
+
+def test_pillow_and_imageio_show_no_gps_without_the_key_and_the_original_with_it(tmp_path, source, locked):
+    import imageio.v3 as iio
+
+    import psic_plugins
+
+    path = tmp_path / "gps.psic"
+    path.write_bytes(locked)
+    with Image.open(path) as im:
+        assert not im.getexif().get_ifd(0x8825)
+    with Image.open(path) as im:
+        im.unlock("k")
+        exif = im.getexif()
+        assert exif.get_ifd(0x8825)[1] == "N" and im.info["exif"] == source.info["exif"]
+    with psic_plugins.unlocked("k"), Image.open(path) as im:
+        im.load()
+        assert im.info["exif"] == source.info["exif"]
+    assert "GPS" not in str(iio.immeta(path)) and iio.immeta(path)["exif"] != source.info["exif"]
+    meta = iio.immeta(path, key="k")
+    assert meta["exif"] == source.info["exif"] and meta["sealed_metadata"]["gps"] is True
+    with pytest.raises(PsicKeyError):
+        iio.immeta(path, key="wrong")

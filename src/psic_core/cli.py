@@ -141,6 +141,20 @@ def cmd_strip(args) -> int:
     return 0
 
 
+def cmd_plugins(args) -> int:
+    import psic_plugins  # the core never imports the plugins at module level
+
+    if args.install_autoload or args.uninstall_autoload:
+        action = psic_plugins.install_autoload if args.install_autoload else psic_plugins.uninstall_autoload
+        for path in action():
+            print(("wrote " if args.install_autoload else "removed ") + str(path))
+        return 0
+    for p in psic_plugins.list_plugins():
+        print(f"{p['name']:<24} {p['version'] or '-':<10} {', '.join(p['hooks']) or '-'}")
+    print("image libraries:", ", ".join(psic_plugins.image_libraries()))
+    return 0
+
+
 def cmd_models(args) -> int:
     from .weights import registry
 
@@ -236,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the stripped file here instead of replacing the input")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_strip)
+
+    p = sub.add_parser("plugins", help="list psic plugins; install the start-up hook for Pillow/imageio")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--install-autoload", action="store_true",
+                       help="register .psic with Pillow/imageio in every interpreter of this environment")
+    group.add_argument("--uninstall-autoload", action="store_true")
+    p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("models", help="list installed weights")
     p.set_defaults(func=cmd_models)

@@ -337,7 +337,7 @@ def header_info(f: PsicFile, size: int | None = None) -> dict:
         "conditions": dict(h.conditions),
         "locked": f.locked,
         "full_decoding": "locked (needs the key)" if f.locked else "open (encoded without a key)",
-        "tiles": len(f.tiles),
+        "tiles": h.tile_count,
         "tile_size": [h.tile_width, h.tile_height],
         "icc_profile_bytes": len(f.icc_profile or b""),
         "exif_bytes": len(f.exif or b""),

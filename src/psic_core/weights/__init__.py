@@ -104,8 +104,14 @@ class WeightsRegistry:
             self._cache[path] = (mtime, info)
         return info
 
+    def unregister(self, path: str | os.PathLike) -> None:
+        with self._lock:
+            resolved = Path(path).resolve()
+            self._extra = [p for p in self._extra if p.resolve() != resolved]
+
     def all(self) -> list[WeightsInfo]:
-        return [self._describe_cached(p) for p in self._candidates()]
+        """Every installed weights file; files that vanished since they were registered are skipped."""
+        return [self._describe_cached(p) for p in self._candidates() if p.is_file()]
 
     def find(self, model: str | os.PathLike | None = None, quality: int | None = None) -> WeightsInfo:
         """Resolve ``model`` (a name, a family with ``quality``, or a path to a .safetensors file)."""
