@@ -7,6 +7,7 @@ Crashers land in fuzz/crashers/; commit them: tests/test_fuzz_replay.py replays 
 """
 
 import sys
+from pathlib import Path
 
 import atheris
 
@@ -18,6 +19,13 @@ def test_one_input(data: bytes) -> None:
     targets.run_all(data)
 
 
+def warm_up() -> None:
+    """Load torch and the corpus' models once, so libFuzzer does not report the first decode as a slow unit."""
+    for path in (Path(__file__).parent / "corpus").glob("*.psic"):
+        targets.run_all(path.read_bytes())
+
+
 if __name__ == "__main__":
+    warm_up()
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
