@@ -266,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="trainer options (psic train --help)")
     p.set_defaults(func=cmd_train)
 
+    sub.add_parser("eval", help="rate-distortion, VLP exploitation, robustness and speed report (psic eval --help)",
+                   add_help=False)
+
     p = sub.add_parser("demo", help="encode the bundled sample photo and write both decodings")
     p.add_argument("--out", default="psic-demo", help="output folder (default: psic-demo)")
     p.add_argument("--model")
@@ -276,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["eval"]:  # the evaluation harness owns its options
+        from .eval import main as eval_main
+
+        return eval_main(argv[1:], prog="psic eval")
     if argv[:1] == ["train"]:  # the trainer owns its options (argparse's REMAINDER would swallow none of them)
         argv = ["train", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
