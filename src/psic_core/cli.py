@@ -19,6 +19,32 @@ from .files import atomic_write
 
 EXIT_ERROR, EXIT_USAGE, EXIT_KEY = 1, 2, 3
 SAMPLE = Path(__file__).resolve().parent / "samples" / "kodim07.png"
+#: candidate classes for the demo's VLP reading: the class names of the bundled reference VLP's labelled sets
+DEMO_LABELS = ("animal", "coin", "food item", "hobby item", "holiday item", "household object", "plant",
+               "space object", "street object", "vehicle", "fish", "monument", "renewable energy source", "tool")
+
+
+def _vlp_readings(images: dict) -> dict[str, str] | None:
+    """Top-1 class of the bundled reference VLP for each image (None when its weights are not installed)."""
+    import numpy as np
+    import torch
+
+    from .errors import PsicModelError
+    from .vlp import load_vlp
+    from .vlp.zeroshot import class_embeddings
+
+    try:
+        vlp = load_vlp()
+    except (PsicModelError, OSError):
+        return None
+    with torch.no_grad():
+        classes = class_embeddings(vlp, DEMO_LABELS)
+        out = {}
+        for label, im in images.items():
+            x = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
+            scores = (vlp.logit_scale * vlp.encode_image(x) @ classes.T)[0].softmax(0)
+            out[label] = f"{DEMO_LABELS[int(scores.argmax())]} ({float(scores.max()):.0%})"
+    return out
 
 
 def _key_options(parser: argparse.ArgumentParser):
@@ -203,6 +229,11 @@ def cmd_demo(args) -> int:
     print(f"  .psic            {len(data):>9,} bytes  {summary['bpp']:6.3f} bpp  ({encode_s:.2f} s to encode)")
     print(f"  full decoding    PSNR {psnr(ref, np.asarray(full)):6.2f} dB")
     print(f"  protected        PSNR {psnr(ref, np.asarray(protected)):6.2f} dB  ({decode_s:.2f} s to decode)")
+    readings = _vlp_readings({"original": original, "full": full, "protected": protected})
+    if readings:
+        print("  reference VLP top-1 (a small CLIP we trained offline; demonstration scale, see docs/vlp.md):")
+        for label, reading in readings.items():
+            print(f"    {label:<10} {reading}")
     for path in (psic_path, paths["protected"], paths["full"], sheet_path):
         print(f"  wrote {path}")
     return 0
