@@ -42,6 +42,7 @@ def run_core(data: bytes) -> None:
         lambda: psic_core.decode(data),
         lambda: psic_core.decode(data, key=KEY),
         lambda: psic_core.codec.strip(data),
+        lambda: psic_core.codec.private_metadata(data, KEY).summary(),
     ):
         try:
             call()

@@ -61,17 +61,31 @@ class PrivateMetadata:
         """What a person unlocking the file wants to know: which sensitive fields are present."""
         out = {"exif_bytes": len(self.exif or b""), "xmp_bytes": len(self.xmp or b""),
                "iptc_bytes": len(self.iptc or b"")}
-        if self.exif:
-            exif = Image.Exif()
-            exif.load(self.exif)
+        exif = _parse_exif(self.exif) if self.exif else None
+        if self.exif and exif is None:
+            out["exif"] = "unreadable"
+        elif exif is not None:
             base = dict(exif)
-            ifd = exif.get_ifd(0x8769)
-            gps = exif.get_ifd(0x8825)
+            try:
+                ifd, gps = exif.get_ifd(0x8769), exif.get_ifd(0x8825)
+            except (SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error, OSError):
+                ifd, gps = {}, {}
             out["gps"] = bool(gps)
             out["camera"] = " ".join(str(base[t]).strip("\0 ") for t in (0x010F, 0x0110) if t in base) or None
             out["serial_number"] = ifd.get(0xA431)
             out["time"] = ifd.get(0x9003) or base.get(0x0132)
         return out
+
+
+def _parse_exif(exif_bytes: bytes) -> Image.Exif | None:
+    """Pillow's EXIF view of ``exif_bytes``, or None when they are unreadable (EXIF from files is untrusted)."""
+    exif = Image.Exif()
+    try:
+        exif.load(exif_bytes)
+        dict(exif)  # Pillow parses lazily: force it here
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error, OSError):
+        return None
+    return exif
 
 
 def _applist_iptc(im: Image.Image) -> bytes | None:
@@ -94,13 +108,10 @@ def orientation_exif(exif_bytes: bytes | None) -> bytes | None:
     """A minimal EXIF block holding only the orientation tag (None when absent or already upright)."""
     if not exif_bytes:
         return None
-    source = Image.Exif()
-    try:
-        source.load(exif_bytes)
-    except (SyntaxError, ValueError, struct.error, OSError):
-        return None  # unreadable EXIF: nothing public to keep
-    orientation = source.get(ORIENTATION_TAG)
-    if orientation in (None, 1):
+    source = _parse_exif(exif_bytes)
+    orientation = source.get(ORIENTATION_TAG) if source is not None else None
+    # only the 8 defined values; anything else (a hostile string or tuple) is not worth keeping, nor safe to write
+    if not isinstance(orientation, int) or not 2 <= orientation <= 8:
         return None
     public = Image.Exif()
     public[ORIENTATION_TAG] = orientation
