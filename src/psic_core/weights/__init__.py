@@ -110,8 +110,15 @@ class WeightsRegistry:
             self._extra = [p for p in self._extra if p.resolve() != resolved]
 
     def all(self) -> list[WeightsInfo]:
-        """Every installed weights file; files that vanished since they were registered are skipped."""
-        return [self._describe_cached(p) for p in self._candidates() if p.is_file()]
+        """Every installed weights file. Files that vanished since they were registered, and other safetensors
+        files in the searched folders (a VLP, a checkpoint), are skipped."""
+        found = []
+        for path in self._candidates():
+            try:
+                found.append(self._describe_cached(path))
+            except (PsicModelError, OSError):
+                continue
+        return found
 
     def find(self, model: str | os.PathLike | None = None, quality: int | None = None) -> WeightsInfo:
         """Resolve ``model`` (a name, a family with ``quality``, or a path to a .safetensors file)."""
