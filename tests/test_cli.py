@@ -85,3 +85,12 @@ def test_demo_writes_both_decodings(capsys, tmp_path, random_weights):
     names = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {"kodim07.psic", "kodim07.protected.png", "kodim07.full.png", "kodim07.side-by-side.png"} <= names
     assert Image.open(tmp_path / "demo" / "kodim07.side-by-side.png").width > 3 * 768
+
+
+def test_the_installed_command_adds_plugins_and_keeps_the_core_commands(capsys, png, random_weights):
+    from psic_plugins.cli import main as installed_main
+
+    assert installed_main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "psic.pillow" in out and "image libraries: imageio, pillow" in out
+    assert installed_main(["encode", str(png), "--model", random_weights.name]) == 0

@@ -12,6 +12,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from . import __version__, codec
 from .errors import PsicError, PsicKeyError
@@ -167,20 +168,6 @@ def cmd_strip(args) -> int:
     return 0
 
 
-def cmd_plugins(args) -> int:
-    import psic_plugins  # the core never imports the plugins at module level
-
-    if args.install_autoload or args.uninstall_autoload:
-        action = psic_plugins.install_autoload if args.install_autoload else psic_plugins.uninstall_autoload
-        for path in action():
-            print(("wrote " if args.install_autoload else "removed ") + str(path))
-        return 0
-    for p in psic_plugins.list_plugins():
-        print(f"{p['name']:<24} {p['version'] or '-':<10} {', '.join(p['hooks']) or '-'}")
-    print("image libraries:", ", ".join(psic_plugins.image_libraries()))
-    return 0
-
-
 def cmd_models(args) -> int:
     from .weights import registry
 
@@ -246,7 +233,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extend: Callable | None = None) -> argparse.ArgumentParser:
+    """The ``psic`` parser; ``extend(subparsers)`` adds commands defined outside the core (``psic plugins``)."""
     parser = argparse.ArgumentParser(prog="psic", description="privacy-shielded image compression")
     parser.add_argument("--version", action="version", version=f"psic {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,13 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_strip)
 
-    p = sub.add_parser("plugins", help="list psic plugins; install the start-up hook for Pillow/imageio")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--install-autoload", action="store_true",
-                       help="register .psic with Pillow/imageio in every interpreter of this environment")
-    group.add_argument("--uninstall-autoload", action="store_true")
-    p.set_defaults(func=cmd_plugins)
-
     p = sub.add_parser("models", help="list installed weights")
     p.set_defaults(func=cmd_models)
 
@@ -305,10 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--quality", type=int)
     p.set_defaults(func=cmd_demo)
+    if extend:
+        extend(sub)
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv=None, extend: Callable | None = None) -> int:
+    """Run ``psic``. The installed console script is ``psic_plugins.cli:main``, which loads plugins first and
+    adds ``psic plugins``; this core entry point works without them."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["eval"]:  # the evaluation harness owns its options
         from .eval import main as eval_main
@@ -316,7 +301,7 @@ def main(argv=None) -> int:
         return eval_main(argv[1:], prog="psic eval")
     if argv[:1] == ["train"]:  # the trainer owns its options (argparse's REMAINDER would swallow none of them)
         argv = ["train", "--", *argv[1:]]
-    args = build_parser().parse_args(argv)
+    args = build_parser(extend).parse_args(argv)
     try:
         return args.func(args)
     except PsicKeyError as exc:
