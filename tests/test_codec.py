@@ -144,7 +144,7 @@ def test_keys(photo, random_weights):
 
 def test_wrong_or_missing_weights_name_the_weights_needed(photo, random_weights, tmp_path):
     data = psic_core.encode(photo, model=random_weights.name)
-    other = registry.find("mshp64-q1")
+    other = registry.find("mshp64-rd-q1")
     with pytest.raises(PsicModelError, match=f"random-mshp.*{random_weights.sha256}"):
         psic_core.decode(data, model=str(other.path))
     f = container.read(data)
@@ -163,7 +163,7 @@ def test_desynchronised_latent_raises(photo, random_weights):
 
 
 def test_corrupt_entropy_strings_never_return_a_silent_image(photo):
-    f = container.read(psic_core.encode(photo, model="mshp64-q1"))
+    f = container.read(psic_core.encode(photo, model="mshp64-rd-q1"))
     y = bytearray(f.tiles[0].strings[0])
     for i in range(0, len(y), 3):
         y[i] ^= 0xA5
