@@ -12,6 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("PSIC_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 from psic_core.cli import SAMPLE  # noqa: E402
+from weights_fixtures import random_codec_weights  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -29,17 +30,10 @@ def photo(kodim07) -> Image.Image:
 @pytest.fixture(scope="session")
 def random_weights(tmp_path_factory):
     """A registered, random-initialised mean-scale model: decodes deterministically, fast to build."""
-    from psic_core.models import build_backbone
-    from psic_core.weights import registry, save_weights
+    from psic_core.weights import registry
 
-    import torch
-
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "random-mshp.safetensors"
-    model = build_backbone("mean-scale-hyperprior", N=32, M=48)
-    model.update(force=True)
-    save_weights(model.eval(), path, name="random-mshp")
-    return registry.register(path)
+    return registry.register(random_codec_weights(path, name="random-mshp"))
 
 
 def array(im: Image.Image) -> np.ndarray:

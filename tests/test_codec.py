@@ -5,10 +5,8 @@ from __future__ import annotations
 import io
 import os
 import json
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest

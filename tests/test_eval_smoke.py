@@ -15,6 +15,7 @@ from PIL import Image
 
 from psic_core.eval import main
 from psic_core.eval.speed import parse_size
+from weights_fixtures import random_codec_weights
 
 LABELLED = {  # source -> labels; one train and one test image per label
     "colours": ["red thing", "green thing"],
@@ -61,17 +62,9 @@ def eval_data(tmp_path_factory, kodim07):
 
 @pytest.fixture(scope="module")
 def baseline_weights(tmp_path_factory):
-    import torch
-
-    from psic_core.models import build_backbone
-    from psic_core.weights import save_weights
-
-    torch.manual_seed(1)
     path = tmp_path_factory.mktemp("baseline") / "random-base.safetensors"
-    model = build_backbone("mean-scale-hyperprior", N=32, M=48)
-    model.update(force=True)
-    save_weights(model.eval(), path, name="random-mshp", quality=1)  # same name as the psic one, on purpose
-    return path
+    # same name as the psic one, on purpose
+    return random_codec_weights(path, name="random-mshp", seed=1, quality=1)
 
 
 @pytest.fixture(scope="module")
@@ -208,16 +201,7 @@ def test_speed_worker_process_reports_memory_per_stage(tmp_path, random_weights)
 
 
 def _weights(path, name, training=None, seed=0):
-    import torch
-
-    from psic_core.models import build_backbone
-    from psic_core.weights import save_weights
-
-    torch.manual_seed(seed)
-    model = build_backbone("mean-scale-hyperprior", N=32, M=48)
-    model.update(force=True)
-    save_weights(model.eval(), path, name=name, quality=1, extra={"training": training} if training else None)
-    return path
+    return random_codec_weights(path, name=name, seed=seed, quality=1, training=training)
 
 
 def test_default_weights_privacy_trained_ones_against_their_rate_distortion_init(tmp_path):

@@ -8,8 +8,8 @@ from PIL import Image
 
 import psic_core
 import psic_plugins  # noqa: F401  (registers the plugins)
-from psic_core import container
 from psic_core.errors import PsicFormatError, PsicModelError
+from weights_fixtures import random_codec_weights
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +70,9 @@ def test_decode_never_modifies_its_input(tmp_path, psic_bytes):
 
 
 def test_weights_deleted_after_encoding_are_named_in_the_error(tmp_path, photo):
-    import torch
+    from psic_core.weights import registry
 
-    from psic_core.models import build_backbone
-    from psic_core.weights import registry, save_weights
-
-    torch.manual_seed(5)
-    model = build_backbone("scale-hyperprior", N=32, M=48)
-    model.update(force=True)
-    path = tmp_path / "gone.safetensors"
-    save_weights(model.eval(), path, name="gone")
+    path = random_codec_weights(tmp_path / "gone.safetensors", name="gone", seed=5, backbone="scale-hyperprior")
     sha = registry.register(path).sha256
     data = psic_core.encode(photo, model="gone")
     registry.unregister(path)

@@ -6,20 +6,16 @@ import re
 from pathlib import Path
 
 from plugins_fixtures import crop, run_python  # noqa: F401  (fixtures)
+from weights_fixtures import random_codec_weights
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
 
 def test_the_plugin_guide_examples_run(crop, random_weights, tmp_path):
     """In a folder with a photo.jpg, and with throw-away weights under the default name the examples rely on."""
-    from psic_core.models import build_backbone
-    from psic_core.weights import save_weights
-
     weights = tmp_path / "weights"
     weights.mkdir()
-    model = build_backbone("mean-scale-hyperprior", N=32, M=48)
-    model.update(force=True)
-    save_weights(model.eval(), weights / "mshp64-q2.safetensors", name="mshp64-q2", quality=2)
+    random_codec_weights(weights / "mshp64-q2.safetensors", name="mshp64-q2", quality=2)
     work = tmp_path / "work"
     work.mkdir()
     crop.save(work / "photo.jpg", quality=95)

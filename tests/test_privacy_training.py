@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from psic_core.models import build_backbone
 from psic_core.train.privacy import freeze_for_stage, load_config, train
-from psic_core.weights import describe, instantiate, save_weights
+from psic_core.weights import describe, instantiate
+from weights_fixtures import random_codec_weights
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +95,7 @@ def test_smoke_training_lowers_the_loss(labelled_folder, tiny_vlp, tmp_path):
 
 
 def test_stage_two_keeps_bitstreams_valid(labelled_folder, tiny_vlp, tmp_path, photo):
-    torch.manual_seed(1)
-    start = build_backbone("mean-scale-hyperprior", N=32, M=48)
-    start.update(force=True)
-    init_path = tmp_path / "init.safetensors"
-    save_weights(start.eval(), init_path, name="init")
+    init_path = random_codec_weights(tmp_path / "init.safetensors", name="init", seed=1)
     cfg = config(labelled_folder, tiny_vlp, tmp_path, stages=[2], max_steps=[6], minutes=[60.0], lr=[1e-3])
     cfg["model"]["init"] = str(init_path)
     before = instantiate(describe(init_path)).eval()

@@ -17,7 +17,7 @@ from PIL import Image
 from . import container, lock, metadata
 from .conditions import CONDITION_VALUES, DEFAULT_CONDITION
 from .container import Header, PsicFile, Tile
-from .errors import PsicError, PsicFormatError, PsicIntegrityError, PsicModelError
+from .errors import PsicFormatError, PsicIntegrityError, PsicModelError
 from .weights import WeightsInfo, load_model, registry
 
 #: pixels per tile side; 768x512 photos are one tile, larger ones are split so memory stays bounded
