@@ -3,7 +3,7 @@
 This made the bundled pre-privacy weights; see docs/training.md for the exact commands. Example::
 
     OMP_WAIT_POLICY=PASSIVE python -m psic_core.train.rd --data path/to/photos --lmbda 0.0130 \\
-        --minutes 45 --name mshp64-q2 --quality 2 --out mshp64-q2.safetensors --checkpoint /tmp/q2.ckpt
+        --minutes 45 --name mshp64-q2 --quality 2 --out mshp64-q2.safetensors --checkpoint runs/q2.ckpt
 
 The checkpoint (model and Adam moments, safetensors) is written every few minutes; rerunning the same command
 resumes from it until the step or time budget is spent.
