@@ -110,3 +110,26 @@ def test_stage_two_keeps_bitstreams_valid(labelled_folder, tiny_vlp, tmp_path, p
         stream = before.compress(x)
         decoded = after.decompress(stream["strings"], stream["shape"], "full")
     assert decoded["latent_digest"] == stream["latent_digest"]
+
+
+def test_torchrun_trains_with_ddp_on_the_same_code_path(labelled_folder, tiny_vlp, tmp_path):
+    """Two CPU processes (gloo) through PyTorch's own launcher; rank 0 logs and exports."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp.safetensors"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "psic_core.train.privacy",
+        "--set", f"data.labels={labelled_folder / 'labels.csv'}", "--set", f"vlp.name={tiny_vlp}",
+        "--set", "model.N=32", "--set", "model.M=48", "--set", "train.stages=[1, 2]",
+        "--set", "train.max_steps=[2, 2]", "--set", "train.batch=2", "--set", "train.crop=64",
+        "--set", "train.threads=1", "--set", f"output.out={out}", "--set", f"output.log={tmp_path / 'ddp.csv'}",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "ddp.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["stage"], r["step"]) for r in rows] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
+    assert describe(out).backbone == "mean-scale-hyperprior"

@@ -124,6 +124,10 @@ class DistributedContext:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
+        # the entropy bottleneck's quantiles train through their own auxiliary loss, outside the DDP forward; left
+        # to DDP they would be all-reduced with undefined gradients. Each rank fits them itself; rank 0's export.
+        quantiles = [name for name, _ in model.named_parameters() if name.endswith(".quantiles")]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, quantiles)
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
     def close(self):
