@@ -13,7 +13,8 @@ from psic_core.errors import PsicFormatError
 
 
 def make_file(width=200, height=130, tile=128, **extra) -> PsicFile:
-    header = Header(width, height, "RGB", tile, tile, "mshp64-q2", "ab" * 32, {"protect": 0.0, "full": 1.0})
+    header = Header(width, height, "RGB", tile, tile, "mshp64-q2", "ab" * 32, {"protect": 0.0, "full": 1.0},
+                    tile_overlap=16)
     tiles = [Tile(i, (2, 3), bytes(range(16)), [b"y-string-%d" % i, b"z"]) for i in range(header.tile_count)]
     return PsicFile(header, tiles=tiles, **extra)
 
@@ -39,6 +40,14 @@ def test_round_trip_keeps_every_field():
     assert parsed == f
     assert parsed.header.tile_grid == (2, 2)
     assert parsed.header.tile_box(3) == (128, 128, 200, 130)
+    assert parsed.header.coded_box(3) == (112, 112, 200, 130) and parsed.header.coded_box(0) == (0, 0, 144, 130)
+
+
+def test_overlap_is_bounded():
+    f = make_file()
+    f.header.tile_overlap = 40  # more than a quarter of a 128 px tile
+    with pytest.raises(PsicFormatError, match="overlap"):
+        container.serialize(f)
 
 
 def test_header_only_stops_before_image_data():

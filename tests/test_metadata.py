@@ -171,3 +171,17 @@ def test_pillow_and_imageio_show_no_gps_without_the_key_and_the_original_with_it
     assert meta["exif"] == source.info["exif"] and meta["sealed_metadata"]["gps"] is True
     with pytest.raises(PsicKeyError):
         iio.immeta(path, key="wrong")
+
+
+def test_a_hostile_orientation_value_is_not_made_public():
+    """Regression (fuzzer crasher): a non-integer orientation crashed Pillow's EXIF writer in strip/encode."""
+    from psic_core.metadata import orientation_exif
+
+    exif = Image.Exif()
+    exif[0x0112] = "six"
+    assert orientation_exif(exif.tobytes()) is None
+    assert orientation_exif(b"Exif\0\0garbage") is None
+    exif[0x0112] = 6
+    public = Image.Exif()
+    public.load(orientation_exif(exif.tobytes()))
+    assert dict(public) == {0x0112: 6}

@@ -24,6 +24,7 @@ MAX_PIXELS = 1 << 27
 MAX_CHUNK = 1 << 30
 #: a tile is decoded in one piece, so its side bounds the decoder's working memory (~1 GB at 2048)
 MAX_TILE = 2048
+MAX_OVERLAP = 256
 #: bounds on optional metadata so a hostile file cannot make a reader hold arbitrary amounts of it
 MAX_METADATA = 16 << 20
 MAX_TEXT_ENTRIES = 64
@@ -48,6 +49,8 @@ class Header:
     conditions: dict[str, float]
     default_condition: str = "protect"
     version: int = FORMAT_VERSION
+    #: pixels each tile's coded region extends into its neighbours; decoders blend across the overlap (no seams)
+    tile_overlap: int = 0
 
     @property
     def tile_grid(self) -> tuple[int, int]:
@@ -64,6 +67,12 @@ class Header:
         cols, _ = self.tile_grid
         left, top = (index % cols) * self.tile_width, (index // cols) * self.tile_height
         return left, top, min(left + self.tile_width, self.width), min(top + self.tile_height, self.height)
+
+    def coded_box(self, index: int) -> tuple[int, int, int, int]:
+        """The region tile ``index`` codes: its box grown by the overlap on every side, within the image."""
+        left, top, right, bottom = self.tile_box(index)
+        ov = self.tile_overlap
+        return max(left - ov, 0), max(top - ov, 0), min(right + ov, self.width), min(bottom + ov, self.height)
 
 
 @dataclass
@@ -122,7 +131,8 @@ def _short_str(text: str) -> bytes:
 
 def _encode_header(h: Header) -> bytes:
     _check_header(h)
-    out = struct.pack(">BBIIBHH", h.version, 0, h.width, h.height, MODES.index(h.mode), h.tile_width, h.tile_height)
+    out = struct.pack(">BBIIBHHH", h.version, 0, h.width, h.height, MODES.index(h.mode), h.tile_width, h.tile_height,
+                      h.tile_overlap)
     names = list(h.conditions)
     out += bytes([names.index(h.default_condition), len(names)])
     for name in names:
@@ -206,6 +216,8 @@ def _check_header(h: Header):
     for side in (h.tile_width, h.tile_height):
         if side < 64 or side % 64 or side > MAX_TILE:
             raise PsicFormatError(f"tile side {side} must be a multiple of 64 between 64 and {MAX_TILE}")
+    if not 0 <= h.tile_overlap <= MAX_OVERLAP or 4 * h.tile_overlap > min(h.tile_width, h.tile_height):
+        raise PsicFormatError(f"tile overlap {h.tile_overlap} must be 0..{MAX_OVERLAP} and at most a quarter tile")
     if h.default_condition not in h.conditions:
         raise PsicFormatError("default condition missing from the condition table")
     if len(h.model_sha256) != 64:
@@ -214,7 +226,7 @@ def _check_header(h: Header):
 
 def _decode_header(data: bytes) -> Header:
     r = _Reader(data, HEAD)
-    version, _flags, width, height, mode, tile_w, tile_h = r.unpack(">BBIIBHH")
+    version, _flags, width, height, mode, tile_w, tile_h, overlap = r.unpack(">BBIIBHHH")
     if version != FORMAT_VERSION:
         raise PsicFormatError(f"unsupported .psic format version {version} (this reader supports {FORMAT_VERSION})")
     if mode >= len(MODES):
@@ -230,7 +242,7 @@ def _decode_header(data: bytes) -> Header:
     sha = r.take(32).hex()
     r.done()
     header = Header(width, height, MODES[mode], tile_w, tile_h, model_name, sha, conditions,
-                    list(conditions)[default_index], version)
+                    list(conditions)[default_index], version, overlap)
     _check_header(header)
     return header
 
