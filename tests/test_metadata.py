@@ -177,10 +177,11 @@ def test_a_hostile_orientation_value_is_not_made_public():
     """Regression (fuzzer crasher): a non-integer orientation crashed Pillow's EXIF writer in strip/encode."""
     from psic_core.metadata import orientation_exif
 
-    exif = Image.Exif()
-    exif[0x0112] = "six"
-    assert orientation_exif(exif.tobytes()) is None
+    # a big-endian TIFF IFD with one entry: Orientation (0x0112) as the ASCII string "six"
+    ascii_orientation = b"Exif\0\0MM\0\x2a\0\0\0\x08" + b"\0\x01" + b"\x01\x12\0\x02\0\0\0\x04six\0" + b"\0" * 4
+    assert orientation_exif(ascii_orientation) is None
     assert orientation_exif(b"Exif\0\0garbage") is None
+    exif = Image.Exif()
     exif[0x0112] = 6
     public = Image.Exif()
     public.load(orientation_exif(exif.tobytes()))
