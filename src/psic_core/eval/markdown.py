@@ -373,7 +373,9 @@ def _speed(s: dict) -> list[str]:
             f"- Seams (full decoding): PSNR {_f(seam['psnr_border_db'])} dB in {seam['band_px']} px bands across the "
             f"tile borders ({_f(100 * seam['border_fraction'], 1)} % of the pixels), {_f(seam['psnr_midtile_db'])} dB "
             f"in the same bands moved half a tile (mid-tile control), {_f(seam['psnr_elsewhere_db'])} dB elsewhere: "
-            f"border minus mid-tile {_f(seam['delta_db'], 2)} dB (clearly negative = visible seams).",
+            f"border minus mid-tile {_f(seam['delta_db'], 2)} dB "
+            f"({'visible seams' if seam['delta_db'] < -1 else 'no visible seams'}: a clearly negative value would "
+            "mean visible seams).",
             "",
         ]
     return lines
