@@ -88,6 +88,29 @@ def _delta(x_anchor, y_anchor, x_test, y_test, method) -> tuple[float | None, st
     return mean_test - mean_anchor, None, (float(low), float(high))
 
 
+def _bd(anchor_rates, anchor_quality, test_rates, test_quality, method: str, along_quality: bool):
+    """The shared Bjøntegaard steps: clean both curves, check the fitted axis, integrate the difference.
+
+    ``along_quality``: integrate log-rate over quality (BD-rate); otherwise quality over log-rate (BD-quality).
+    Returns (difference, reason it is n/a, overlap on the integrated axis, points per curve).
+    """
+    ra, qa = _clean(anchor_rates, anchor_quality, "anchor")
+    rt, qt = _clean(test_rates, test_quality, "test")
+    points = (len(ra), len(rt))
+    axis = "quality" if along_quality else "rate"
+    fitted = (qa, qt) if along_quality else (ra, rt)
+    reason = _check(fitted[0], "the anchor curve", axis) or _check(fitted[1], "the test curve", axis)
+    if reason:
+        return None, reason, None, points
+    if along_quality:
+        diff, reason, overlap = _delta(qa, np.log(ra), qt, np.log(rt), method)
+    else:
+        diff, reason, overlap = _delta(np.log(ra), qa, np.log(rt), qt, method)
+    if diff is None:
+        return None, f"{'quality' if along_quality else 'log-rate'} ranges: {reason}", None, points
+    return diff, None, overlap, points
+
+
 def bd_rate(
     anchor_rates: Sequence[float],
     anchor_quality: Sequence[float],
@@ -96,15 +119,9 @@ def bd_rate(
     method: str = "cubic",
 ) -> BDResult:
     """Average rate difference (percent) of ``test`` against ``anchor`` at equal quality; negative = test saves bits."""
-    ra, qa = _clean(anchor_rates, anchor_quality, "anchor")
-    rt, qt = _clean(test_rates, test_quality, "test")
-    points = (len(ra), len(rt))
-    reason = _check(qa, "the anchor curve", "quality") or _check(qt, "the test curve", "quality")
-    if reason:
-        return BDResult(None, reason, None, points)
-    diff, reason, overlap = _delta(qa, np.log(ra), qt, np.log(rt), method)
+    diff, reason, overlap, points = _bd(anchor_rates, anchor_quality, test_rates, test_quality, method, True)
     if diff is None:
-        return BDResult(None, f"quality ranges: {reason}", None, points)
+        return BDResult(None, reason, None, points)
     return BDResult(100.0 * (math.exp(diff) - 1.0), None, overlap, points)
 
 
@@ -116,15 +133,9 @@ def bd_quality(
     method: str = "cubic",
 ) -> BDResult:
     """Average quality difference (dB) of ``test`` against ``anchor`` at equal rate; positive = test is better."""
-    ra, qa = _clean(anchor_rates, anchor_quality, "anchor")
-    rt, qt = _clean(test_rates, test_quality, "test")
-    points = (len(ra), len(rt))
-    reason = _check(ra, "the anchor curve", "rate") or _check(rt, "the test curve", "rate")
-    if reason:
-        return BDResult(None, reason, None, points)
-    diff, reason, overlap = _delta(np.log(ra), qa, np.log(rt), qt, method)
+    diff, reason, overlap, points = _bd(anchor_rates, anchor_quality, test_rates, test_quality, method, False)
     if diff is None:
-        return BDResult(None, f"log-rate ranges: {reason}", None, points)
+        return BDResult(None, reason, None, points)
     return BDResult(diff, None, (math.exp(overlap[0]), math.exp(overlap[1])), points)
 
 
