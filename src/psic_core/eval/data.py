@@ -25,14 +25,8 @@ ENV_DATA = "PSIC_EVAL_DATA"
 
 
 def default_data_root() -> Path | None:
-    """``$PSIC_EVAL_DATA``, else a ``shared/data`` folder beside the repository or the working directory."""
-    if os.environ.get(ENV_DATA):
-        return Path(os.environ[ENV_DATA])
-    repo = Path(__file__).resolve().parents[3]
-    for candidate in (repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path("data")):
-        if (candidate / "labelled").is_dir() or (candidate / DEFAULT_IMAGE_SET).is_dir():
-            return candidate
-    return None
+    """``$PSIC_EVAL_DATA`` when set; otherwise the data folder must be given (``--data``): no guessing."""
+    return Path(os.environ[ENV_DATA]) if os.environ.get(ENV_DATA) else None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -55,7 +55,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "source, 9 captions, the target VLP only, JPEG q75 and rescale robustness, short JPEG/WebP "
                         "sweeps, small speed images")
     p.add_argument("--data", type=Path, help="data folder holding eval/kodak-like-24, labelled/ and captioned/ "
-                   f"(default: ${data.ENV_DATA}, else ../shared/data)")
+                   f"(default: ${data.ENV_DATA})")
     p.add_argument("--images", type=Path, help=f"images for rate-distortion (default: <data>/{data.DEFAULT_IMAGE_SET})")
     p.add_argument("--vlp-data", type=Path, help="folder with labelled/labels.csv and captioned/captions.jsonl "
                    "(default: <data>)")
@@ -187,7 +187,7 @@ def run(args, argv: list[str], prog: str) -> dict:
     images_dir = args.images or (root / data.DEFAULT_IMAGE_SET if root else None)
     vlp_root = args.vlp_data or root
     if "rd" in sections and not images_dir:
-        raise SystemExit("no image folder: pass --images or --data (or set PSIC_EVAL_DATA)")
+        raise SystemExit(f"no image folder: pass --data (or --images), or set {data.ENV_DATA}")
     if "rd" in sections and not Path(images_dir).is_dir():
         raise SystemExit(f"image folder {images_dir} does not exist")
     if sections & {"vlp", "sheets"} and vlp_root and not (Path(vlp_root) / "labelled" / "labels.csv").is_file():
