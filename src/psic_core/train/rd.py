@@ -6,7 +6,9 @@ This made the bundled pre-privacy weights; see docs/training.md for the exact co
         --minutes 45 --name mshp64-q2 --quality 2 --out mshp64-q2.safetensors --checkpoint runs/q2.ckpt
 
 The checkpoint (model and Adam moments, safetensors) is written every few minutes; rerunning the same command
-resumes from it until the step or time budget is spent.
+resumes from it until the step or time budget is spent. ``--init`` starts from trained weights instead of random
+ones (a registered name or a .safetensors path): a new quality level is a short fine-tune of a neighbouring one at
+its own ``--lmbda``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ..models import build_backbone  # noqa: E402
-from ..weights import save_weights  # noqa: E402
+from ..weights import instantiate, registry, save_weights  # noqa: E402
 from .data import RandomCropImages  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
@@ -41,6 +43,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder of training photos")
     parser.add_argument("--backbone", default="mean-scale-hyperprior")
+    parser.add_argument("--init", help="start from these weights (registered name or .safetensors path); "
+                        "their backbone and N/M replace --backbone/--N/--M")
     parser.add_argument("--N", type=int, default=64)
     parser.add_argument("--M", type=int, default=96)
     parser.add_argument("--lmbda", type=float, required=True, help="rate-distortion trade-off (CompressAI scale)")
@@ -62,7 +66,11 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     data = RandomCropImages(args.data, args.crop, seed=args.seed)
-    model = build_backbone(args.backbone, N=args.N, M=args.M)
+    if args.init:
+        info = registry.find(args.init)
+        model, init_name = instantiate(info), info.name
+    else:
+        model, init_name = build_backbone(args.backbone, N=args.N, M=args.M), None
     main_params, aux_params = split_parameters(model)
     optimizer = torch.optim.Adam(main_params, lr=args.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
@@ -113,7 +121,8 @@ def main(argv=None):
         save_checkpoint(args.checkpoint, model, optimizers, progress)
     model.update(force=True)
     training = {"script": "psic_core.train.rd", "lmbda": args.lmbda, "steps": progress["step"],
-                "batch": args.batch, "crop": args.crop, "data": Path(args.data).name, "seed": args.seed}
+                "batch": args.batch, "crop": args.crop, "data": Path(args.data).name, "seed": args.seed,
+                "init": init_name}
     save_weights(model.eval(), args.out, name=args.name, quality=args.quality, extra={"training": training})
     print(f"wrote {args.out} after {progress['step']} steps")
 
