@@ -76,6 +76,7 @@ def render(result: dict, assets: str, json_path: str | None = None) -> str:
                   "not results.", ""]
     lines += [f"> {DEMO_VLP_NOTE}", ""]
     lines += _setup(result)
+    lines += _targets(result)
     if "rd" in result:
         lines += _rd(result["rd"], result.get("figures", {}), assets, result["weights"])
     if "vlp" in result:
@@ -138,6 +139,34 @@ def _setup(result: dict) -> list[str]:
               "verifier, scrypt parameters) that the bpp here leave out. JPEG: Pillow/libjpeg, 4:2:0, optimised "
               "Huffman tables; WebP: libwebp, method 4. All sizes are whole files.", ""]
     return lines
+
+
+def _targets(result: dict) -> list[str]:
+    from . import targets
+
+    rows = []
+    for t in targets.check(result):
+        if len(t) == 1:
+            continue
+        mark = {True: "met", False: "**missed**"}
+        shield = "–" if "shield" not in t else (
+            f"{_pct(t['protected_top1'])} vs {_pct(t['original_top1'])} (chance {_pct(t['chance_top1'])}; "
+            f"drop {_pct(t['relative_drop'])} %): {mark[t['shield']]}")
+        fidelity = "–" if "fidelity" not in t else (
+            f"{_pct(t['full_top1'])} vs {_pct(t['original_top1'])}: {mark[t['fidelity']]}")
+        looks = "–" if "looks" not in t else (
+            f"{_f(t['psnr_protected'])} vs {_f(t['psnr_full'])} dB ({_f(t['delta_psnr'])}): {mark[t['looks']]}")
+        rows.append([f"`{t['weights']}`", shield, fidelity, looks])
+    if not rows:
+        return []
+    return ["## Targets", "",
+            "The privacy-training targets per psic weights, from the sections below (target VLP zero-shot top-1 %, "
+            "PSNR on all rate-distortion images). *Shield*: protected within "
+            f"{_pct(targets.SHIELD_POINTS)} points of chance, or at least {_pct(targets.SHIELD_RELATIVE_DROP)} % "
+            f"below the originals. *Fidelity*: full within {_pct(targets.FIDELITY_POINTS)} points of the originals. "
+            f"*Looks*: protected PSNR at least full PSNR − {targets.LOOKS_DB} dB (same bitstream, same bpp).", ""] \
+        + _table(["weights", "shield: protected top-1", "fidelity: full top-1", "looks: PSNR protected vs full"],
+                 rows, "llll") + [""]
 
 
 def _training(vlp: dict) -> str:
