@@ -1,9 +1,13 @@
 """(image, caption) training pairs from a captions JSONL and/or a labels CSV (labels become prompt captions).
 
 - captions JSONL: one object per line with ``file`` (relative to the JSONL's folder), ``caption`` and optionally
-  ``split``;
-- labels CSV: columns ``file`` (relative to the CSV's folder), ``label`` and optionally ``split``; each sample gets
-  a caption from a random prompt template ("a photo of a {label}.", ...).
+  ``split`` and ``source``;
+- labels CSV: columns ``file`` (relative to the CSV's folder), ``label`` and optionally ``split`` and ``source``;
+  each sample gets a caption from a random prompt template ("a photo of a {label}.", ...).
+
+``source`` groups the pairs (default: the file's name): with ``batching="source"`` every batch comes from one
+group, so for a labelled set the batch's captions are the labels the image competes with in zero-shot
+classification, and UAEO's least-likely-caption targets re-rank exactly those.
 
 Images are decoded once, resized so the shorter side is ``crop * 9 / 8``, and sampled as random ``crop`` squares
 with random horizontal flips, so the object the caption names stays in view.
@@ -27,6 +31,10 @@ from ..vlp.prompts import TEMPLATES
 class Pair:
     image: torch.Tensor  # uint8 (3, H, W)
     captions: list[str]  # one is drawn per use
+    source: str  # the group for batching="source"
+
+
+BATCHING = ("mixed", "source")
 
 
 def _load(path: Path, short_side: int) -> torch.Tensor:
@@ -38,7 +46,7 @@ def _load(path: Path, short_side: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
 
-def read_captions(path: str | Path, split: str | None) -> list[tuple[Path, list[str]]]:
+def read_captions(path: str | Path, split: str | None) -> list[tuple[Path, list[str], str]]:
     path = Path(path)
     items = []
     with open(path, encoding="utf-8") as f:
@@ -51,34 +59,50 @@ def read_captions(path: str | Path, split: str | None) -> list[tuple[Path, list[
             except (ValueError, KeyError) as exc:
                 raise ValueError(f"{path}:{number}: expected a JSON object with file and caption ({exc})") from None
             if split is None or record.get("split", split) == split:
-                items.append((path.parent / file, [caption]))
+                items.append((path.parent / file, [caption], f"{path.name}:{record.get('source', '')}"))
     return items
 
 
-def read_labels(path: str | Path, split: str | None, templates=TEMPLATES) -> list[tuple[Path, list[str]]]:
+def read_labels(path: str | Path, split: str | None, templates=TEMPLATES) -> list[tuple[Path, list[str], str]]:
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if rows and not {"file", "label"} <= set(rows[0]):
         raise ValueError(f"{path}: needs the columns file and label")
-    return [(path.parent / r["file"], [t.format(r["label"]) for t in templates])
+    return [(path.parent / r["file"], [t.format(r["label"]) for t in templates], f"{path.name}:{r.get('source', '')}")
             for r in rows if split is None or r.get("split", split) == split]
 
 
 class CaptionedImages:
-    def __init__(self, items: list[tuple[Path, list[str]]], crop: int, seed: int = 0):
+    def __init__(self, items: list[tuple[Path, list[str], str]], crop: int, seed: int = 0, batching: str = "mixed"):
         if not items:
             raise ValueError("no (image, caption) pairs: give a captions JSONL and/or a labels CSV with samples")
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, not {batching!r}")
         self.crop = crop
-        self.pairs = [Pair(_load(p, crop * 9 // 8), captions) for p, captions in items]
+        self.batching = batching
+        self.pairs = [Pair(_load(p, crop * 9 // 8), captions, source) for p, captions, source in items]
+        groups: dict[str, list[int]] = {}
+        for index, pair in enumerate(self.pairs):
+            groups.setdefault(pair.source, []).append(index)
+        self.groups = list(groups.values())
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _indices(self, size: int) -> list[int]:
+        g = self.generator
+        if self.batching == "mixed":
+            return torch.randint(len(self.pairs), (size,), generator=g).tolist()
+        # a group with probability proportional to its size, so every pair is still drawn equally often
+        sizes = torch.tensor([len(members) for members in self.groups], dtype=torch.float)
+        members = self.groups[int(torch.multinomial(sizes, 1, generator=g))]
+        return [members[i] for i in torch.randint(len(members), (size,), generator=g).tolist()]
+
     def batch(self, size: int) -> tuple[torch.Tensor, list[str]]:
         g, crops, captions = self.generator, [], []
-        for index in torch.randint(len(self.pairs), (size,), generator=g).tolist():
+        for index in self._indices(size):
             pair = self.pairs[index]
             image = pair.image
             top = int(torch.randint(image.shape[1] - self.crop + 1, (1,), generator=g))

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, dict] = {
         "batch": 8,
         "photo_batch": 0,  # extra rate-distortion-only crops per step from data.images
         "crop": 128,
+        "batching": "mixed",  # "source": every batch from one source (its labels compete in zero-shot)
         "threshold": "median",  # UAEO uncertainty split: a value in (0, 1] or the batch median
         "temperature": 1.0,  # softness of the least-likely-caption labels
         "seed": 0,
@@ -183,7 +184,7 @@ def train(config: dict) -> Path | None:
         items += read_captions(data_cfg["captions"], data_cfg["split"] or None)
     if data_cfg["labels"]:
         items += read_labels(data_cfg["labels"], data_cfg["split"] or None)
-    pairs = CaptionedImages(items, cfg["crop"], seed=cfg["seed"] + ctx.rank)
+    pairs = CaptionedImages(items, cfg["crop"], seed=cfg["seed"] + ctx.rank, batching=cfg["batching"])
     photos = RandomCropImages(data_cfg["images"], cfg["crop"], cfg["seed"] + ctx.rank) if data_cfg["images"] else None
 
     from ..vlp import load_vlp
