@@ -112,6 +112,23 @@ def test_stage_two_keeps_bitstreams_valid(labelled_folder, tiny_vlp, tmp_path, p
     assert decoded["latent_digest"] == stream["latent_digest"]
 
 
+def test_continuing_psic_weights_keeps_their_history(labelled_folder, tiny_vlp, tmp_path):
+    from psic_core.weights import base_init, training_record
+
+    rd_path = random_codec_weights(tmp_path / "rd.safetensors", name="hist-rd-q1", training={"script": "rd"})
+    first = config(labelled_folder, tiny_vlp, tmp_path / "a", stages=[2], max_steps=[1], minutes=[60.0])
+    first["model"]["init"], first["output"]["name"] = str(rd_path), "hist-q1"
+    (tmp_path / "a").mkdir()
+    first_info = describe(train(first))
+    second = config(labelled_folder, tiny_vlp, tmp_path / "b", stages=[2], max_steps=[1], minutes=[60.0])
+    second["model"]["init"] = str(first_info.path)
+    (tmp_path / "b").mkdir()
+    record = training_record(describe(train(second)))
+    assert record["init"] == "hist-q1" and record["init_sha256"] == first_info.sha256
+    assert record["continues"]["init"] == "hist-rd-q1" and "continues" not in record["continues"]
+    assert base_init(record) == "hist-rd-q1"
+
+
 def test_torchrun_trains_with_ddp_on_the_same_code_path(labelled_folder, tiny_vlp, tmp_path):
     """Two CPU processes (gloo) through PyTorch's own launcher; rank 0 logs and exports."""
     import os

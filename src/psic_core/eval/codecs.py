@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import psic_core
-from psic_core.weights import WeightsInfo, registry
+from psic_core.weights import WeightsInfo, base_init, registry, training_record
 
 PSIC, BASELINE = "psic", "baseline"
 
@@ -55,7 +55,8 @@ class EvalWeights:
             "label": self.label, "role": self.role, "name": i.name, "path": str(i.path), "sha256": i.sha256,
             "backbone": i.backbone, "config": i.config, "quality": i.quality,
             "training": _training_summary(i.metadata.get("psic.training")),
-            "trained": training_kind(i), "init": training_info(i).get("init"),
+            "trained": training_kind(i), "init": training_record(i).get("init"),
+            "base": base_init(training_record(i)),
         }
 
     def encode(self, rgb: np.ndarray, key: str | None = None) -> bytes:
@@ -96,20 +97,9 @@ class EvalWeights:
         return result
 
 
-def training_info(info: WeightsInfo) -> dict:
-    """The ``psic.training`` metadata of a weights file (empty when absent or unreadable)."""
-    import json
-
-    try:
-        training = json.loads(info.metadata.get("psic.training") or "{}")
-    except ValueError:
-        return {}
-    return training if isinstance(training, dict) else {}
-
-
 def training_kind(info: WeightsInfo) -> str | None:
     """``"privacy"`` for weights from the PSIC trainer, ``"rd"`` for rate-distortion-only ones, None if unknown."""
-    training = training_info(info)
+    training = training_record(info)
     trainer = str(training.get("trainer") or training.get("script") or "")
     if trainer.endswith(".privacy"):
         return "privacy"

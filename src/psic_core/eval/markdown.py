@@ -108,6 +108,8 @@ def _setup(result: dict) -> list[str]:
         trained = {"privacy": "PSIC trainer", "rd": "rate-distortion only"}.get(w.get("trained"), "unknown")
         if w.get("init"):
             trained += f", from `{w['init']}`"
+            if w.get("base") and w["base"] != w["init"]:
+                trained += f" (which started from `{w['base']}`)"
         rows.append([role, f"`{w['label']}`", f"`{_path(w['path'])}`", f"`{w['sha256']}`", w["backbone"],
                      _f(w["quality"], 0) if w["quality"] is not None else "–", trained])
     lines += _table(["role", "label", "file", "SHA-256", "backbone", "quality", "trained (metadata)"], rows,

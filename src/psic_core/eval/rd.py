@@ -102,7 +102,7 @@ def _bd_entry(curves, test: str, anchor: str, note: str) -> dict:
 def bd_table(curves: dict[str, list[dict]], weights: list[EvalWeights]) -> list[dict]:
     """BD-rates: psic full against each baseline (same family trained without PSIC, JPEG, WebP), and psic protected
     against psic full."""
-    from .codecs import training_info
+    from ..weights import base_init, training_record
 
     entries = []
     families = sorted({family(w.info.name) for w in weights if w.role == PSIC})
@@ -112,9 +112,9 @@ def bd_table(curves: dict[str, list[dict]], weights: list[EvalWeights]) -> list[
         full, protected = f"{fam} full", f"{fam} protected"
         if full not in curves:
             continue
-        # the anchor is the family the psic weights were initialised from (their metadata), else the same family
-        # name, else every baseline family
-        inits = {baseline_by_name.get(training_info(w.info).get("init")) for w in weights
+        # the anchor is the family the psic weights were first initialised from (their metadata), else the same
+        # family name, else every baseline family
+        inits = {baseline_by_name.get(base_init(training_record(w.info))) for w in weights
                  if w.role == PSIC and family(w.info.name) == fam} - {None}
         chosen = sorted(inits) or ([fam] if fam in baseline_families else baseline_families)
         anchors = [f"{b} (no PSIC) full" for b in chosen]

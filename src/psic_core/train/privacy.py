@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ..models import build_backbone  # noqa: E402
-from ..weights import instantiate, registry, save_weights  # noqa: E402
+from ..weights import instantiate, registry, save_weights, training_record  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .data import RandomCropImages  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
@@ -256,6 +256,11 @@ def train(config: dict) -> Path | None:
         model.update(force=True)
         training = {"trainer": "psic_core.train.privacy", "vlp": config["vlp"]["name"], "train": cfg,
                     "init": init_info.name if init_info else None}
+        if init_info:
+            training["init_sha256"] = init_info.sha256
+            previous = training_record(init_info)
+            if previous.get("trainer") == training["trainer"]:
+                training["continues"] = previous  # more PSIC training on PSIC weights: keep their history
         result = Path(out_cfg["out"])
         save_weights(model.eval().cpu(), result, name=out_cfg["name"] or result.stem,
                      quality=out_cfg["quality"] or None, extra={"training": training})

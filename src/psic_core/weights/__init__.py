@@ -167,6 +167,23 @@ def save_weights(model, path: str | os.PathLike, *, name: str, quality: int | No
     os.replace(tmp, path)
 
 
+def training_record(info: WeightsInfo) -> dict:
+    """The ``psic.training`` metadata of a weights file (empty when absent or unreadable)."""
+    try:
+        training = json.loads(info.metadata.get(META_PREFIX + "training") or "{}")
+    except ValueError:
+        return {}
+    return training if isinstance(training, dict) else {}
+
+
+def base_init(training: dict) -> str | None:
+    """The weights a training history started from: a run that continued earlier PSIC weights keeps their record
+    under ``continues``, back to the first ``init``."""
+    while isinstance(training.get("continues"), dict):
+        training = training["continues"]
+    return training.get("init")
+
+
 _models: dict[str, object] = {}
 _models_lock = threading.Lock()
 
