@@ -248,11 +248,16 @@ def _rd(rd: dict, figures: dict, assets: str, weights: list[dict]) -> list[str]:
                 for _, subset in subsets:
                     row.append(_bd(subset["bd"][index][f"bd_rate_{metric}"]))
             rows.append(row)
-            reason = e["bd_rate_psnr"]["reason"] or e["bd_rate_msssim"]["reason"]
-            if reason:
+            where: dict[str, list[str]] = {}  # each reason once, with the cells it explains
+            for metric, label in (("psnr", "PSNR"), ("msssim", "MS-SSIM")):
+                for key, subset in subsets:
+                    reason = subset["bd"][index][f"bd_rate_{metric}"]["reason"]
+                    if reason:
+                        where.setdefault(reason, []).append(f"{label}: {key}")
+            for reason, cells in where.items():
                 reason = reason.replace("the anchor curve", f"`{e['anchor']}`").replace("the test curve",
                                                                                           f"`{e['test']}`")
-                reasons.append(f"- {e['test']} vs {e['anchor']}: n/a because {reason} (all images).")
+                reasons.append(f"- {e['test']} vs {e['anchor']}: n/a because {reason} ({', '.join(cells)}).")
         lines += _table(header, rows) + [""] + reasons + ([""] if reasons else [])
     return lines
 
