@@ -54,7 +54,7 @@ class EvalWeights:
         return {
             "label": self.label, "role": self.role, "name": i.name, "path": str(i.path), "sha256": i.sha256,
             "backbone": i.backbone, "config": i.config, "quality": i.quality,
-            "training": _training_summary(i.metadata.get("psic.training")),
+            "training": _training_summary(i),
             "trained": training_kind(i), "init": training_record(i).get("init"),
             "base": base_init(training_record(i)),
         }
@@ -108,18 +108,10 @@ def training_kind(info: WeightsInfo) -> str | None:
     return None
 
 
-def _training_summary(raw: str | None) -> dict | None:
-    if not raw:
-        return None
-    import json
-
-    try:
-        training = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(training, dict):
-        return None
-    return {k: v for k, v in training.items() if isinstance(v, (str, int, float, bool)) or v is None}
+def _training_summary(info: WeightsInfo) -> dict | None:
+    """The scalar fields of the training record (nested configs and histories stay in the weights file)."""
+    training = training_record(info)
+    return {k: v for k, v in training.items() if isinstance(v, (str, int, float, bool)) or v is None} or None
 
 
 def _resolve(spec: str) -> WeightsInfo:
