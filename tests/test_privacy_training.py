@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 
 import numpy as np
@@ -92,6 +93,7 @@ def test_smoke_training_lowers_the_loss(labelled_folder, tiny_vlp, tmp_path):
     info = describe(out)
     assert info.backbone == "mean-scale-hyperprior" and "uaeo" not in info.metadata  # config recorded, not losses
     assert "psic_core.train.privacy" in info.metadata["psic.training"]
+    assert json.loads(info.metadata["psic.training"])["steps"] == [40]  # steps per stage
 
 
 def test_stage_two_keeps_bitstreams_valid(labelled_folder, tiny_vlp, tmp_path, photo):

@@ -248,14 +248,15 @@ def train(config: dict) -> Path | None:
                 save_checkpoint(checkpoint, model, optimizers, progress)
                 last_save = now
         bar.close()
-        progress = {"stage_index": index + 1, "step": 0, "seconds": 0.0}
+        progress = {"stage_index": index + 1, "step": 0, "seconds": 0.0,
+                    "stage_steps": progress.get("stage_steps", []) + [progress["step"]]}
         if checkpoint and ctx.main:
             save_checkpoint(checkpoint, model, optimizers, progress)
     result = None
     if ctx.main and out_cfg["out"]:
         model.update(force=True)
         training = {"trainer": "psic_core.train.privacy", "vlp": config["vlp"]["name"], "train": cfg,
-                    "init": init_info.name if init_info else None}
+                    "steps": progress.get("stage_steps"), "init": init_info.name if init_info else None}
         if init_info:
             training["init_sha256"] = init_info.sha256
             previous = training_record(init_info)
