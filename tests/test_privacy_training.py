@@ -74,6 +74,12 @@ def test_config_overrides_and_unknown_keys(tmp_path):
         load_config(None, ["lmbda=1"])
 
 
+@pytest.mark.parametrize("key", ["label_candidates", "confident"])
+def test_unknown_uaeo_options_are_rejected_before_training(labelled_folder, tiny_vlp, tmp_path, key):
+    with pytest.raises(ValueError, match=f"train.{key} must be one of"):
+        train(config(labelled_folder, tiny_vlp, tmp_path, **{key: "sideways"}))
+
+
 def test_stage_two_trains_only_the_synthesis():
     model = build_backbone("mean-scale-hyperprior", N=32, M=48)
     trainable = freeze_for_stage(model, 2)
@@ -89,6 +95,8 @@ def test_smoke_training_lowers_the_loss(labelled_folder, tiny_vlp, tmp_path):
     with open(tmp_path / "log.csv") as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 40
+    with open(tmp_path / "log.csv") as f:
+        assert all(0 <= float(r["fooled"]) <= 1 for r in csv.DictReader(f))  # the live shield readout is logged
     assert statistics.mean(losses[-8:]) < 0.8 * statistics.mean(losses[:8])
     info = describe(out)
     assert info.backbone == "mean-scale-hyperprior" and "uaeo" not in info.metadata  # config recorded, not losses
@@ -98,20 +106,33 @@ def test_smoke_training_lowers_the_loss(labelled_folder, tiny_vlp, tmp_path):
 
 def test_stage_two_keeps_bitstreams_valid(labelled_folder, tiny_vlp, tmp_path, photo):
     init_path = random_codec_weights(tmp_path / "init.safetensors", name="init", seed=1)
-    cfg = config(labelled_folder, tiny_vlp, tmp_path, stages=[2], max_steps=[6], minutes=[60.0], lr=[1e-3])
-    cfg["model"]["init"] = str(init_path)
+    cfg = config(labelled_folder, tiny_vlp, tmp_path, stages=[2], max_steps=[6], minutes=[60.0], lr=[1e-3],
+                 confident="centred", label_candidates="source")  # the non-default UAEO options train too
+    cfg["model"]["init"], cfg["model"]["cltg_scales"] = str(init_path), True  # gains grown onto bias-only weights
     before = instantiate(describe(init_path)).eval()
     after = instantiate(describe(train(cfg))).eval()
-    for (name, p0), (_, p1) in zip(before.state_dict().items(), after.state_dict().items()):
+    assert after.config["cltg_scales"] and after.g_s.cltg.scales[-1].weight.abs().sum() > 0  # the gains trained
+    trained = after.state_dict()
+    for name, p0 in before.state_dict().items():
         if name.startswith("g_s."):
             continue
-        assert torch.equal(p0, p1), f"{name} changed in stage 2"
+        assert torch.equal(p0, trained[name]), f"{name} changed in stage 2"
     assert any(not torch.equal(a, b) for a, b in zip(before.g_s.parameters(), after.g_s.parameters()))
     x = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
         stream = before.compress(x)
         decoded = after.decompress(stream["strings"], stream["shape"], "full")
     assert decoded["latent_digest"] == stream["latent_digest"]
+
+
+def test_grown_cltg_gains_decode_exactly_as_the_bias_only_weights_until_trained(tmp_path):
+    info = describe(random_codec_weights(tmp_path / "bias.safetensors", name="bias-only", seed=2))
+    plain, grown = instantiate(info).eval(), instantiate(info, grow={"cltg_scales": True}).eval()
+    assert plain.g_s.cltg.scales is None and grown.config["cltg_scales"] is True
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, actual = plain(x)["x_hat"], grown(x)["x_hat"]
+    assert all(torch.equal(expected[c], actual[c]) for c in expected)
 
 
 def test_continuing_psic_weights_keeps_their_history(labelled_folder, tiny_vlp, tmp_path):

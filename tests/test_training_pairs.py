@@ -38,10 +38,20 @@ def items(folder, split="train"):
 
 def test_readers_keep_the_split_and_name_the_source(folder):
     pairs = items(folder)
-    assert [p.name for p, _, _ in pairs] == ["0.png", "1.png", "2.png", "3.png", "4.png", "6.png", "7.png"]
-    assert [source for _, _, source in pairs] == ["labels.csv:a"] * 3 + ["labels.csv:b"] * 2 + ["captions.jsonl:"] * 2
-    assert all("a-thing 0" in c for c in pairs[0][1]) and len(pairs[0][1]) > 1  # several prompt templates
-    assert pairs[-1][1] == ["picture number 7"]
+    assert [p.path.name for p in pairs] == ["0.png", "1.png", "2.png", "3.png", "4.png", "6.png", "7.png"]
+    assert [p.source for p in pairs] == ["labels.csv:a"] * 3 + ["labels.csv:b"] * 2 + ["captions.jsonl:"] * 2
+    assert all("a-thing 0" in c for c in pairs[0].captions) and len(pairs[0].captions) > 1  # several templates
+    assert pairs[-1].captions == ["picture number 7"]
+
+
+def test_labelled_pairs_compete_with_every_label_of_their_source(folder):
+    pairs = items(folder)
+    b_pair = pairs[3]  # b-thing 3; b-thing 5 is only in the test split but is still a zero-shot candidate
+    assert len(b_pair.competitors) == len(b_pair.captions)
+    for caption, competitors in zip(b_pair.captions, b_pair.competitors):
+        assert caption in competitors
+        assert sorted(competitors) == sorted(caption.replace("b-thing 3", f"b-thing {i}") for i in (3, 4, 5))
+    assert all(p.competitors is None for p in pairs[-2:])  # caption pairs compete with the batch instead
 
 
 def group_of(caption: str) -> str:
@@ -52,10 +62,12 @@ def test_source_batches_come_from_one_source(folder):
     data = CaptionedImages(items(folder), crop=32, seed=1, batching="source")
     seen = set()
     for _ in range(40):
-        x, captions = data.batch(6)
+        x, captions, competitors = data.batch(6)
         assert x.shape == (6, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
         groups = {group_of(c) for c in captions}
         assert len(groups) == 1
+        for caption, group in zip(captions, competitors):
+            assert (group is None) == (groups == {"captions"}) and (group is None or caption in group)
         seen |= groups
     assert seen == {"a", "b", "captions"}
 

@@ -21,6 +21,7 @@ from typing import Iterable
 import torch
 
 from ..conditions import CONDITION_VALUES, DEFAULT_CONDITION
+from .synthesis import ConditionalSynthesis
 
 
 def condition_tensor(condition: str, device=None) -> torch.Tensor:
@@ -47,6 +48,12 @@ class ConditionalCodec:
     padding_multiple: int = 64
     #: entropy-coded strings per image, in the order compress() returns them
     num_strings: int = 2
+
+    def condition_synthesis(self, N: int, M: int, cltg_frequencies: int, cltg_hidden: int, cltg_scales: bool):
+        """Replace the backbone's g_s by the conditional one; ``self.config`` is what the weights file records."""
+        self.g_s = ConditionalSynthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales)
+        self.config = {"N": N, "M": M, "cltg_frequencies": cltg_frequencies, "cltg_hidden": cltg_hidden,
+                       "cltg_scales": cltg_scales}
 
     def max_symbols(self, shape: tuple[int, int]) -> int:
         """Symbols the entropy coder decodes for a hyper-latent of ``shape`` (y at 4x its resolution, and z)."""

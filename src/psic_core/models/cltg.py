@@ -1,6 +1,10 @@
 """CLTG: Conditional Latent Trigger Generation.
 
-condition (a scalar per image) -> random Fourier features -> MLP -> one bias vector per synthesis block.
+condition (a scalar per image) -> random Fourier features -> MLP -> one bias vector per synthesis block, and with
+``scales=True`` also one per-channel gain vector per block (a second MLP, FiLM-style: ``x * (1 + s) + b``). A bias
+shifts every pixel of a channel alike; a gain multiplies the image's own features, so the trigger can differ from
+image to image. The gain MLP's last layer starts at zero: a model grown from bias-only weights decodes exactly as
+before until it trains.
 The Fourier frequencies are a fixed (seeded) buffer saved with the weights, so the features of the two conditions
 are distinct even though the condition values are the integers 0 and 1 (integer frequencies would map both to
 the same sin/cos point).
@@ -30,22 +34,32 @@ class FourierFeatures(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-class CLTG(nn.Module):
-    """Maps a condition to additive biases for each synthesis block (``block_channels`` gives their widths)."""
+def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                         nn.Linear(hidden, outputs))
 
-    def __init__(self, block_channels: Sequence[int], num_frequencies: int = 32, hidden: int = 128):
+
+class CLTG(nn.Module):
+    """Maps a condition to additive biases (and optionally gains) for each synthesis block (``block_channels``
+    gives their widths)."""
+
+    def __init__(self, block_channels: Sequence[int], num_frequencies: int = 32, hidden: int = 128,
+                 scales: bool = False):
         super().__init__()
         self.block_channels = list(block_channels)
         self.features = FourierFeatures(num_frequencies)
-        self.mlp = nn.Sequential(
-            nn.Linear(self.features.out_features, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, sum(self.block_channels)),
-        )
+        self.mlp = _mlp(self.features.out_features, hidden, sum(self.block_channels))
+        self.scales = _mlp(self.features.out_features, hidden, sum(self.block_channels)) if scales else None
+        if self.scales is not None:
+            nn.init.zeros_(self.scales[-1].weight)
+            nn.init.zeros_(self.scales[-1].bias)
 
-    def forward(self, condition: torch.Tensor) -> list[torch.Tensor]:
-        """condition: shape (B,). Returns one tensor (B, C_i, 1, 1) per block."""
-        flat = self.mlp(self.features(condition))
-        return [b[:, :, None, None] for b in flat.split(self.block_channels, dim=1)]
+    def _per_block(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [v[:, :, None, None] for v in flat.split(self.block_channels, dim=1)]
+
+    def forward(self, condition: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """condition: shape (B,). Returns the biases and the gains (None without ``scales``), one (B, C_i, 1, 1)
+        tensor per block."""
+        features = self.features(condition)
+        gains = self._per_block(self.scales(features)) if self.scales is not None else None
+        return self._per_block(self.mlp(features)), gains

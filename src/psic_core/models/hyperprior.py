@@ -9,15 +9,14 @@ from compressai.ops import quantize_ste
 
 from .base import ConditionalCodec
 from .registry import register_backbone
-from .synthesis import ConditionalSynthesis
 
 
 @register_backbone("scale-hyperprior")
 class PsicScaleHyperprior(ConditionalCodec, ScaleHyperprior):
-    def __init__(self, N: int = 64, M: int = 96, cltg_frequencies: int = 32, cltg_hidden: int = 128):
+    def __init__(self, N: int = 64, M: int = 96, cltg_frequencies: int = 32, cltg_hidden: int = 128,
+                 cltg_scales: bool = False):
         super().__init__(N=N, M=M)
-        self.g_s = ConditionalSynthesis(N, M, cltg_frequencies, cltg_hidden)
-        self.config = {"N": N, "M": M, "cltg_frequencies": cltg_frequencies, "cltg_hidden": cltg_hidden}
+        self.condition_synthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales)
 
     def _scales(self, z_hat: torch.Tensor) -> torch.Tensor:
         return self.h_s(z_hat)
@@ -49,10 +48,10 @@ class PsicScaleHyperprior(ConditionalCodec, ScaleHyperprior):
 
 @register_backbone("mean-scale-hyperprior")
 class PsicMeanScaleHyperprior(ConditionalCodec, MeanScaleHyperprior):
-    def __init__(self, N: int = 64, M: int = 96, cltg_frequencies: int = 32, cltg_hidden: int = 128):
+    def __init__(self, N: int = 64, M: int = 96, cltg_frequencies: int = 32, cltg_hidden: int = 128,
+                 cltg_scales: bool = False):
         super().__init__(N=N, M=M)
-        self.g_s = ConditionalSynthesis(N, M, cltg_frequencies, cltg_hidden)
-        self.config = {"N": N, "M": M, "cltg_frequencies": cltg_frequencies, "cltg_hidden": cltg_hidden}
+        self.condition_synthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales)
 
     def _scales_means(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scales, means = self.h_s(z_hat).chunk(2, 1)

@@ -1,5 +1,5 @@
 """Conditional synthesis transform: CompressAI's g_s (deconv + inverse GDN blocks) with CLTG biases added after
-every block's deconvolution."""
+every block's deconvolution (and, with ``cltg_scales``, CLTG gains multiplying it first)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ from .cltg import CLTG
 
 
 class ConditionalSynthesis(nn.Module):
-    def __init__(self, N: int, M: int, cltg_frequencies: int = 32, cltg_hidden: int = 128):
+    def __init__(self, N: int, M: int, cltg_frequencies: int = 32, cltg_hidden: int = 128, cltg_scales: bool = False):
         super().__init__()
         self.deconvs = nn.ModuleList([deconv(M, N), deconv(N, N), deconv(N, N), deconv(N, 3)])
         self.activations = nn.ModuleList([GDN(N, inverse=True) for _ in range(3)] + [nn.Identity()])
-        self.cltg = CLTG([N, N, N, 3], num_frequencies=cltg_frequencies, hidden=cltg_hidden)
+        self.cltg = CLTG([N, N, N, 3], num_frequencies=cltg_frequencies, hidden=cltg_hidden, scales=cltg_scales)
 
     def forward(self, y_hat: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        biases = self.cltg(condition.to(y_hat.dtype).expand(y_hat.shape[0]))
+        biases, gains = self.cltg(condition.to(y_hat.dtype).expand(y_hat.shape[0]))
         x = y_hat
-        for deconv_layer, activation, bias in zip(self.deconvs, self.activations, biases):
-            x = activation(deconv_layer(x) + bias)
+        for index, (deconv_layer, activation) in enumerate(zip(self.deconvs, self.activations)):
+            h = deconv_layer(x)
+            if gains is not None:
+                h = h * (1 + gains[index])
+            x = activation(h + biases[index])
         return x

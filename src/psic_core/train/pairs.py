@@ -3,7 +3,9 @@
 - captions JSONL: one object per line with ``file`` (relative to the JSONL's folder), ``caption`` and optionally
   ``split`` and ``source``;
 - labels CSV: columns ``file`` (relative to the CSV's folder), ``label`` and optionally ``split`` and ``source``;
-  each sample gets a caption from a random prompt template ("a photo of a {label}.", ...).
+  each sample gets a caption from a random prompt template ("a photo of a {label}.", ...), and its
+  **competitors**: the same template filled with every label of its source (all splits), the candidates a
+  zero-shot classifier picks from (UAEO scores the pair against them; see train/uaeo.py).
 
 ``source`` groups the pairs (default: the file's name): with ``batching="source"`` every batch comes from one
 group, so for a labelled set the batch's captions are the labels the image competes with in zero-shot
@@ -19,6 +21,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,11 +30,23 @@ from PIL import Image
 from ..vlp.prompts import TEMPLATES
 
 
+class Sample(NamedTuple):
+    path: Path
+    captions: list[str]  # one is drawn per use
+    source: str  # the group for batching="source"
+    competitors: list[list[str]] | None = None  # per caption: the texts it competes with (itself included)
+
+
 @dataclass
 class Pair:
     image: torch.Tensor  # uint8 (3, H, W)
-    captions: list[str]  # one is drawn per use
-    source: str  # the group for batching="source"
+    sample: Sample
+
+
+class PairBatch(NamedTuple):
+    images: torch.Tensor  # float (B, 3, crop, crop) in [0, 1]
+    captions: list[str]
+    competitors: list[list[str] | None]  # per pair, as Sample.competitors for the drawn caption
 
 
 BATCHING = ("mixed", "source")
@@ -46,7 +61,7 @@ def _load(path: Path, short_side: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
 
-def read_captions(path: str | Path, split: str | None) -> list[tuple[Path, list[str], str]]:
+def read_captions(path: str | Path, split: str | None) -> list[Sample]:
     path = Path(path)
     items = []
     with open(path, encoding="utf-8") as f:
@@ -59,32 +74,38 @@ def read_captions(path: str | Path, split: str | None) -> list[tuple[Path, list[
             except (ValueError, KeyError) as exc:
                 raise ValueError(f"{path}:{number}: expected a JSON object with file and caption ({exc})") from None
             if split is None or record.get("split", split) == split:
-                items.append((path.parent / file, [caption], f"{path.name}:{record.get('source', '')}"))
+                items.append(Sample(path.parent / file, [caption], f"{path.name}:{record.get('source', '')}"))
     return items
 
 
-def read_labels(path: str | Path, split: str | None, templates=TEMPLATES) -> list[tuple[Path, list[str], str]]:
+def read_labels(path: str | Path, split: str | None, templates=TEMPLATES) -> list[Sample]:
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if rows and not {"file", "label"} <= set(rows[0]):
         raise ValueError(f"{path}: needs the columns file and label")
-    return [(path.parent / r["file"], [t.format(r["label"]) for t in templates], f"{path.name}:{r.get('source', '')}")
+    labels: dict[str, set[str]] = {}
+    for r in rows:  # every split: a test-only class still competes, as it does in zero-shot evaluation
+        labels.setdefault(r.get("source", ""), set()).add(r["label"])
+    competitors = {source: [[t.format(label) for label in sorted(names)] for t in templates]
+                   for source, names in labels.items()}
+    return [Sample(path.parent / r["file"], [t.format(r["label"]) for t in templates],
+                   f"{path.name}:{r.get('source', '')}", competitors[r.get("source", "")])
             for r in rows if split is None or r.get("split", split) == split]
 
 
 class CaptionedImages:
-    def __init__(self, items: list[tuple[Path, list[str], str]], crop: int, seed: int = 0, batching: str = "mixed"):
+    def __init__(self, items: list[Sample], crop: int, seed: int = 0, batching: str = "mixed"):
         if not items:
             raise ValueError("no (image, caption) pairs: give a captions JSONL and/or a labels CSV with samples")
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, not {batching!r}")
         self.crop = crop
         self.batching = batching
-        self.pairs = [Pair(_load(p, crop * 9 // 8), captions, source) for p, captions, source in items]
+        self.pairs = [Pair(_load(sample.path, crop * 9 // 8), sample) for sample in items]
         groups: dict[str, list[int]] = {}
         for index, pair in enumerate(self.pairs):
-            groups.setdefault(pair.source, []).append(index)
+            groups.setdefault(pair.sample.source, []).append(index)
         self.groups = list(groups.values())
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -100,8 +121,8 @@ class CaptionedImages:
         members = self.groups[int(torch.multinomial(sizes, 1, generator=g))]
         return [members[i] for i in torch.randint(len(members), (size,), generator=g).tolist()]
 
-    def batch(self, size: int) -> tuple[torch.Tensor, list[str]]:
-        g, crops, captions = self.generator, [], []
+    def batch(self, size: int) -> PairBatch:
+        g, crops, captions, competitors = self.generator, [], [], []
         for index in self._indices(size):
             pair = self.pairs[index]
             image = pair.image
@@ -109,5 +130,8 @@ class CaptionedImages:
             left = int(torch.randint(image.shape[2] - self.crop + 1, (1,), generator=g))
             crop = image[:, top : top + self.crop, left : left + self.crop]
             crops.append(crop.flip(2) if torch.rand(1, generator=g) < 0.5 else crop)
-            captions.append(pair.captions[int(torch.randint(len(pair.captions), (1,), generator=g))])
-        return torch.stack(crops).float().div_(255), captions
+            sample = pair.sample
+            drawn = int(torch.randint(len(sample.captions), (1,), generator=g))
+            captions.append(sample.captions[drawn])
+            competitors.append(sample.competitors[drawn] if sample.competitors else None)
+        return PairBatch(torch.stack(crops).float().div_(255), captions, competitors)

@@ -3,7 +3,9 @@
 Loss per step, for a batch of (image, caption) pairs and the frozen target VLP:
 
     rd      = bpp + lmbda * 255^2 * (MSE(protected) + MSE(full)) / 2
-    privacy = adaptive_weights-weighted sum of UAEO's confident and uncertain terms (train/uaeo.py)
+    privacy = adaptive_weights-weighted sum of UAEO's confident and uncertain terms (train/uaeo.py); a caption
+              pair is scored against the batch's captions, and so is a labelled pair unless
+              ``train.label_candidates = "source"`` (then: its source's class prompts)
     keep    = 1 - cos(VLP(full decoding), VLP(original))          # the full decoding keeps its semantics
     loss    = rd + beta_stage * (|rd| / |privacy|) * privacy + gamma * keep
 
@@ -39,12 +41,15 @@ from ..weights import instantiate, registry, save_weights, training_record  # no
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .data import RandomCropImages  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
-from .pairs import CaptionedImages, read_captions, read_labels  # noqa: E402
-from .uaeo import split_pairs, uaeo_losses, weighted_sum  # noqa: E402
+from .pairs import CaptionedImages, PairBatch, read_captions, read_labels  # noqa: E402
+from .uaeo import CONFIDENT_LOSSES, candidate_sets, split_pairs, uaeo_losses, weighted_sum  # noqa: E402
+
+LABEL_CANDIDATES = ("source", "batch")
 
 DEFAULTS: dict[str, dict] = {
     "data": {"captions": "", "labels": "", "images": "", "split": "train"},
-    "model": {"init": "", "backbone": "mean-scale-hyperprior", "N": 64, "M": 96},
+    "model": {"init": "", "backbone": "mean-scale-hyperprior", "N": 64, "M": 96,
+              "cltg_scales": False},  # CLTG gains as well as biases (grown onto init weights that lack them)
     "vlp": {"name": "refclip-s", "pretrained": ""},  # pretrained: open_clip tag or local file, for open_clip:NAME
     "train": {
         "stages": [1, 2],
@@ -58,6 +63,9 @@ DEFAULTS: dict[str, dict] = {
         "photo_batch": 0,  # extra rate-distortion-only crops per step from data.images
         "crop": 128,
         "batching": "mixed",  # "source": every batch from one source (its labels compete in zero-shot)
+        "label_candidates": "batch",  # a labelled pair's UAEO candidates: the batch's captions, or "source" (its
+        # source's class prompts, as zero-shot classification compares)
+        "confident": "cosine",  # confident pairs' term: the paper's cosine, or "centred" on the candidates
         "threshold": "median",  # UAEO uncertainty split: a value in (0, 1] or the batch median
         "temperature": 1.0,  # softness of the least-likely-caption labels
         "seed": 0,
@@ -137,31 +145,37 @@ class DistributedContext:
 
 
 def build_model(config: dict):
-    init = config["model"]["init"]
-    if init:
-        info = registry.find(init)
-        return instantiate(info).train(), info
     m = config["model"]
-    return build_backbone(m["backbone"], N=m["N"], M=m["M"]), None
+    if m["init"]:
+        info = registry.find(m["init"])
+        grow = {"cltg_scales": True} if m["cltg_scales"] and not info.config.get("cltg_scales") else None
+        return instantiate(info, grow).train(), info
+    return build_backbone(m["backbone"], N=m["N"], M=m["M"], cltg_scales=bool(m["cltg_scales"])), None
 
 
-def privacy_step(model, vlp, x: torch.Tensor, captions: list[str], photos: torch.Tensor | None, cfg: dict, beta: float,
+def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg: dict, beta: float,
                  text_cache: dict) -> dict[str, torch.Tensor]:
+    x = pairs.images
     batch = x if photos is None else torch.cat([x, photos])
     out = model(batch)
     terms = rate_distortion(out, batch, cfg["lmbda"])
     n = x.shape[0]
-    missing = [c for c in dict.fromkeys(captions) if c not in text_cache]
+    competitors = pairs.competitors if cfg["label_candidates"] == "source" else [None] * n
+    texts, mask, positives = candidate_sets(pairs.captions, competitors)
+    missing = [t for t in texts if t not in text_cache]
     if missing:
         with torch.no_grad():
             text_cache.update(zip(missing, vlp.encode_text(missing)))
-    text = torch.stack([text_cache[c] for c in captions])
+    text = torch.stack([text_cache[t] for t in texts])
     scale = vlp.logit_scale
     with torch.no_grad():
         original = vlp.encode_image(x)
-        split = split_pairs(scale * original @ text.t(), cfg["threshold"], cfg["temperature"])
+        split = split_pairs(scale * original @ text.t(), cfg["threshold"], cfg["temperature"], mask, positives)
     protected = vlp.encode_image(out["x_hat"]["protect"][:n])
-    terms.update(uaeo_losses(protected, text, scale, split))
+    terms.update(uaeo_losses(protected, text, scale, split, cfg["confident"]))
+    with torch.no_grad():  # live readout: the share of pairs whose protected decoding the VLP no longer matches
+        ranked = (protected @ text.t()).masked_fill(~split.mask, -torch.inf)
+        terms["fooled"] = (ranked.argmax(dim=1) != split.positives).float().mean()
     privacy = weighted_sum({k: terms[k] for k in ("uaeo_confident", "uaeo_uncertain")})
     full = vlp.encode_image(out["x_hat"]["full"][:n])
     terms["keep_full"] = (1 - F.cosine_similarity(full, original)).mean()
@@ -184,6 +198,9 @@ def train(config: dict) -> Path | None:
         items += read_captions(data_cfg["captions"], data_cfg["split"] or None)
     if data_cfg["labels"]:
         items += read_labels(data_cfg["labels"], data_cfg["split"] or None)
+    for key, allowed in (("label_candidates", LABEL_CANDIDATES), ("confident", CONFIDENT_LOSSES)):
+        if cfg[key] not in allowed:
+            raise ValueError(f"train.{key} must be one of {', '.join(allowed)}, not {cfg[key]!r}")
     pairs = CaptionedImages(items, cfg["crop"], seed=cfg["seed"] + ctx.rank, batching=cfg["batching"])
     photos = RandomCropImages(data_cfg["images"], cfg["crop"], cfg["seed"] + ctx.rank) if data_cfg["images"] else None
 
@@ -219,9 +236,10 @@ def train(config: dict) -> Path | None:
             fraction = progress["seconds"] / budget
             for group in optimizer.param_groups:
                 group["lr"] = cfg["lr"][index] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction)))
-            x, captions = pairs.batch(cfg["batch"])
+            drawn = pairs.batch(cfg["batch"])
+            drawn = drawn._replace(images=drawn.images.to(ctx.device))
             extra = photos.batch(cfg["photo_batch"]).to(ctx.device) if photos and cfg["photo_batch"] else None
-            terms = privacy_step(ddp, vlp, x.to(ctx.device), captions, extra, cfg, cfg["beta"][index], text_cache)
+            terms = privacy_step(ddp, vlp, drawn, extra, cfg, cfg["beta"][index], text_cache)
             for opt in optimizers.values():
                 opt.zero_grad()
             terms["loss"].backward()
@@ -238,7 +256,7 @@ def train(config: dict) -> Path | None:
             row = {"stage": stage, "step": progress["step"], "seconds": round(progress["seconds"], 1)}
             row |= {k: round(v.item(), 6) for k, v in terms.items()}
             if progress["step"] % 10 == 0:
-                bar.set_postfix({k: row[k] for k in ("loss", "bpp", "mse_protect", "uaeo_confident", "keep_full")})
+                bar.set_postfix({k: row[k] for k in ("loss", "bpp", "mse_protect", "fooled", "keep_full")})
             if log_file:
                 writer = writer or csv.DictWriter(log_file, fieldnames=list(row))
                 if log_file.tell() == 0:

@@ -198,18 +198,26 @@ def load_model(info: WeightsInfo):
         return model
 
 
-def instantiate(info: WeightsInfo):
-    """A fresh backbone with the weights of ``info`` loaded (for training; decoding uses ``load_model``)."""
+def instantiate(info: WeightsInfo, grow: dict | None = None):
+    """A fresh backbone with the weights of ``info`` loaded (for training; decoding uses ``load_model``).
+
+    ``grow`` overrides config entries that add modules (e.g. ``{"cltg_scales": True}``): the parameters the file
+    lacks keep their fresh initialisation; every parameter the file has must still fit.
+    """
     from safetensors.torch import load_file
 
     from ..models import build_backbone
 
     if file_sha256(info.path) != info.sha256:
         raise PsicModelError(f"{info.path} changed on disk since it was registered")
-    model = build_backbone(info.backbone, **info.config)
+    config = info.config | (grow or {})
+    model = build_backbone(info.backbone, **config)
     try:
-        model.load_state_dict(load_file(str(info.path)))
+        result = model.load_state_dict(load_file(str(info.path)), strict=not grow)
     except (RuntimeError, KeyError) as exc:
-        raise PsicModelError(f"{info.path}: weights do not match backbone {info.backbone} {info.config}: {exc}") from None
+        raise PsicModelError(f"{info.path}: weights do not match backbone {info.backbone} {config}: {exc}") from None
+    if grow and result.unexpected_keys:
+        raise PsicModelError(f"{info.path}: weights do not match backbone {info.backbone} {config}: unexpected "
+                             f"{', '.join(result.unexpected_keys)}")
     model.update(force=False)
     return model
