@@ -5,7 +5,7 @@
 - labels CSV: columns ``file`` (relative to the CSV's folder), ``label`` and optionally ``split`` and ``source``;
   each sample gets a caption from a random prompt template ("a photo of a {label}.", ...), and its
   **competitors**: the same template filled with every label of its source (all splits), the candidates a
-  zero-shot classifier picks from (UAEO scores the pair against them; see train/uaeo.py).
+  zero-shot classifier picks from (with ``train.label_candidates = "source"`` UAEO scores the pair against them).
 
 ``source`` groups the pairs (default: the file's name): with ``batching="source"`` every batch comes from one
 group, so for a labelled set the batch's captions are the labels the image competes with in zero-shot

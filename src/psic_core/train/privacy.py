@@ -44,7 +44,7 @@ from .losses import rate_distortion  # noqa: E402
 from .pairs import CaptionedImages, PairBatch, read_captions, read_labels  # noqa: E402
 from .uaeo import CONFIDENT_LOSSES, candidate_sets, split_pairs, uaeo_losses, weighted_sum  # noqa: E402
 
-LABEL_CANDIDATES = ("source", "batch")
+LABEL_CANDIDATES = ("batch", "source")
 
 DEFAULTS: dict[str, dict] = {
     "data": {"captions": "", "labels": "", "images": "", "split": "train"},

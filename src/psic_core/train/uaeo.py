@@ -54,7 +54,8 @@ def candidate_sets(captions: list[str], competitors: list[list[str] | None]) -> 
     """The texts a batch is scored against, the (B, C) mask of each pair's candidates, and each pair's own column.
 
     ``competitors[i]`` is None for a caption pair (its candidates: the batch's captions) or the texts a labelled
-    pair competes with (its own caption among them).
+    pair competes with (its own caption among them). Identical texts share one column, so two pairs drawn with the
+    same caption are not each other's negatives.
     """
     texts = list(dict.fromkeys(captions + [t for group in competitors if group for t in group]))
     column = {text: j for j, text in enumerate(texts)}
