@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -31,8 +30,8 @@ from PIL import Image  # noqa: E402
 
 import psic_core  # noqa: E402
 from psic_core.vlp import DEFAULT_VLP, load_vlp  # noqa: E402
-from psic_core.vlp.data import open_rgb, read_labelled  # noqa: E402
-from psic_core.vlp.zeroshot import class_embeddings, embed_images  # noqa: E402
+from psic_core.vlp.data import open_rgb, read_labelled, zero_shot_candidates  # noqa: E402
+from psic_core.vlp.zeroshot import class_embeddings, zero_shot_report  # noqa: E402
 
 PGD_STEPS = 15
 
@@ -53,14 +52,10 @@ def decodings(images: list[Image.Image], weights: str) -> dict[str, list[Image.I
     return {"full": full, "protected": protected}
 
 
-def top1(vlp, images, items, candidates, classes) -> dict[str, float]:
+def top1(vlp, images, items, candidates) -> dict[str, float]:
     """Zero-shot top-1 per source (short name), the candidates being the labels of the image's source."""
-    embeddings = embed_images(vlp, images)
-    hits = defaultdict(list)
-    for embedding, item in zip(embeddings, items):
-        guess = (embedding @ classes[item.source].T).argmax().item()
-        hits[item.source.split("/")[-1]].append(candidates[item.source][guess] == item.label)
-    return {source: sum(h) / len(h) for source, h in sorted(hits.items())}
+    report = zero_shot_report(vlp, images, [i.label for i in items], [i.source for i in items], candidates)
+    return {source.split("/")[-1]: scores["top1"] for source, scores in report.items()}
 
 
 def pgd(vlp, image: Image.Image, classes: torch.Tensor, target: int, rms: float) -> Image.Image:
@@ -81,11 +76,7 @@ def pgd(vlp, image: Image.Image, classes: torch.Tensor, target: int, rms: float)
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     vlp = load_vlp(args.vlp).frozen()
-    candidates = defaultdict(set)
-    for split in ("train", "test"):
-        for item in read_labelled(args.data, split):
-            candidates[item.source].add(item.label)
-    candidates = {source: sorted(labels) for source, labels in candidates.items()}
+    candidates = zero_shot_candidates(args.data)
     classes = {source: class_embeddings(vlp, labels) for source, labels in candidates.items()}
     chance = {source.split("/")[-1]: 1 / len(labels) for source, labels in sorted(candidates.items())}
     rows = []
@@ -96,7 +87,7 @@ def run(args) -> dict:
         variants = {"original": originals} | (decodings(originals, weights) if weights else {})
         for decoding, images in variants.items():
             rows.append({"split": split, "short_side": side, "weights": weights if decoding != "original" else None,
-                         "decoding": decoding, "top1": top1(vlp, images, items, candidates, classes)})
+                         "decoding": decoding, "top1": top1(vlp, images, items, candidates)})
             print(json.dumps(rows[-1]), flush=True)
 
     for weights in args.weights:
@@ -111,7 +102,7 @@ def run(args) -> dict:
             attacked = [pgd(vlp, im, classes[item.source], candidates[item.source].index(item.label), budget / 255)
                         for im, item in zip(originals, items)]
             rows.append({"split": split, "short_side": None, "weights": None, "decoding": f"PGD rms {budget:g}/255",
-                         "rms": budget, "top1": top1(vlp, attacked, items, candidates, classes)})
+                         "rms": budget, "top1": top1(vlp, attacked, items, candidates)})
             print(json.dumps(rows[-1]), flush=True)
     return {"vlp": args.vlp, "data": str(args.data), "chance": chance, "pgd_steps": PGD_STEPS, "rows": rows}
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from psic_core.vlp.augment import augment
-from psic_core.vlp.data import read_captioned, read_labelled
+from psic_core.vlp.data import read_captioned, read_labelled, zero_shot_candidates
 from psic_core.vlp.train import contrastive_loss
 from psic_core.vlp.zeroshot import (
     chance_hit_rate,
@@ -128,6 +128,7 @@ def test_data_records(tmp_path):
     assert [(r.path.name, r.label) for r in read_labelled(tmp_path, "test")] == [("b.png", "dog")]
     assert read_captioned(tmp_path, "test")[0].caption == "A goat."
     assert read_captioned(tmp_path, "train") == []
+    assert zero_shot_candidates(tmp_path) == {"s1": ["cat", "dog"]}  # every split: the test-only dog competes too
     with pytest.raises(ValueError):
         read_labelled(tmp_path, "val")
     with pytest.raises(FileNotFoundError, match="--data"):

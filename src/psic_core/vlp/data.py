@@ -53,6 +53,16 @@ def read_labelled(root: str | os.PathLike, split: str) -> list[LabelledImage]:
         ]
 
 
+def zero_shot_candidates(root: str | os.PathLike) -> dict[str, list[str]]:
+    """The sorted labels of each labelled source over every split: the classes a zero-shot classifier picks from
+    (a class that only has test images still competes)."""
+    labels: dict[str, set[str]] = {}
+    for split in SPLITS:
+        for item in read_labelled(root, split):
+            labels.setdefault(item.source, set()).add(item.label)
+    return {source: sorted(names) for source, names in labels.items()}
+
+
 def read_captioned(root: str | os.PathLike, split: str) -> list[CaptionedImage]:
     """``captioned/captions.jsonl`` entries of ``split`` (keys file, caption, source, split)."""
     _check_split(split)

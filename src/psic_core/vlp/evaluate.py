@@ -11,24 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from .data import open_rgb, read_captioned, read_labelled  # noqa: E402
+from .data import open_rgb, read_captioned, read_labelled, zero_shot_candidates  # noqa: E402
 from .registry import DEFAULT_VLP, load_vlp  # noqa: E402
 from .zeroshot import retrieval_report, zero_shot_report  # noqa: E402
 
 
 def evaluate(vlp, root: str | os.PathLike, transform=None) -> dict:
     """The full report for ``vlp`` on the test splits under ``root``, images passed through ``transform``."""
-    candidates = defaultdict(set)
-    for split in ("train", "test"):
-        for item in read_labelled(root, split):
-            candidates[item.source].add(item.label)
+    candidates = zero_shot_candidates(root)
     labelled = read_labelled(root, "test")
     captioned = read_captioned(root, "test")
     return {
