@@ -4,6 +4,9 @@ point), key providers and the order keys are taken in."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -195,3 +198,42 @@ def test_an_entry_point_plugin_is_loaded_unless_autoload_is_disabled(samples, ra
     plugins, key = json.loads(run_python(code, random_weights, PYTHONPATH=str(tmp_path),
                                          PSIC_DISABLE_PLUGIN_AUTOLOAD="1"))
     assert [p["name"] for p in plugins] == ["psic.imageio", "psic.pillow"] and key is None
+
+
+def _entry_point_package(site, module: str, source: str) -> None:
+    """An installed package ``psic-test-<module>`` 1.0 whose entry point ``<module>`` in group ``psic`` is the
+    module ``psic_test_<module>`` with ``source``."""
+    (site / f"psic_test_{module}.py").write_text(source)
+    dist_info = site / f"psic_test_{module}-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: psic-test-{module}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[psic]\n{module} = psic_test_{module}\n")
+
+
+def test_a_broken_entry_point_plugin_is_skipped_with_one_warning_line(tmp_path, random_weights):
+    hook = "@psic_plugins.hookimpl\ndef {}(info):\n    return None\n"
+    _entry_point_package(tmp_path, "misspelt", "import psic_plugins\n" + hook.format("psic_register_formatz"))
+    _entry_point_package(tmp_path, "unimportable", "raise ImportError('needs acme_sdk')\n")
+    _entry_point_package(tmp_path, "working", "import psic_plugins\n" + hook.format("psic_key_for"))
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path), "PSIC_WEIGHTS_PATH": str(random_weights.path.parent)}
+    environment.pop("PSIC_DISABLE_PLUGIN_AUTOLOAD", None)
+
+    def psic(*argv, **env):
+        return subprocess.run([sys.executable, "-m", "psic_plugins.cli", *argv], capture_output=True, text=True,
+                              env={**environment, **env}, timeout=300)
+
+    done = psic("--help")
+    assert done.returncode == 0 and "usage: psic" in done.stdout and "Traceback" not in done.stderr
+    done = psic("plugins")
+    assert done.returncode == 0
+    listed, libraries = done.stdout.splitlines()[:-1], done.stdout.splitlines()[-1]
+    assert [line.split()[0] for line in listed] == ["psic.imageio", "psic.pillow", "working"]
+    assert libraries == "image libraries: imageio, pillow"
+    misspelt, unimportable = sorted(done.stderr.splitlines())
+    assert "skipped the psic plugin 'misspelt' (psic_test_misspelt, from psic-test-misspelt 1.0)" in misspelt
+    assert "unknown hook 'psic_register_formatz'" in misspelt
+    assert "skipped the psic plugin 'unimportable'" in unimportable and "ImportError: needs acme_sdk" in unimportable
+    assert all("PsicPluginWarning" in line and "PSIC_DISABLE_PLUGIN_AUTOLOAD=1" in line
+               for line in (misspelt, unimportable))
+    done = psic("plugins", PSIC_DISABLE_PLUGIN_AUTOLOAD="1")
+    assert done.returncode == 0 and done.stderr == "" and "working" not in done.stdout

@@ -8,14 +8,18 @@
 
 Plugins are pluggy plugins (project ``psic``) implementing the hooks in ``psic_plugins.hookspecs``; the built-in
 integrations are plugins registered through the same hooks, and installed packages add theirs through the
-entry-point group ``psic``. Setting ``PSIC_DISABLE_PLUGIN_AUTOLOAD`` to any non-empty value skips the entry points.
+entry-point group ``psic``. An entry-point plugin that fails to load or to validate (a misspelt hook name, a hook
+argument that does not exist) is skipped with a ``PsicPluginWarning``; the others keep working. Setting
+``PSIC_DISABLE_PLUGIN_AUTOLOAD`` to any non-empty value skips the entry points.
 Importing this package never imports torch; decoding and encoding do. docs/plugins.md is the guide.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import threading
+import warnings
 from typing import Callable
 
 import pluggy
@@ -37,6 +41,11 @@ _BUILTIN_PLUGINS = {"psic.pillow": _pillow_integration, "psic.imageio": _imageio
 
 pm = pluggy.PluginManager("psic")
 pm.add_hookspecs(hookspecs)
+
+
+class PsicPluginWarning(UserWarning):
+    """An installed plugin was skipped: it failed to import or does not match the hook specifications."""
+
 
 _image_libraries: set[str] = set()
 _lazy_hooks_called: set[str] = set()
@@ -99,31 +108,60 @@ def list_plugins() -> list[dict]:
     ``version`` is the distribution's for entry-point plugins, psic's for plugins defined in psic_plugins (the
     built-ins, ``EnvironmentKey``), else the plugin's ``__version__`` or None.
     """
-    versions = {id(plugin): dist.version for plugin, dist in pm.list_plugin_distinfo()}
     plugins = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:  # a blocked name
             continue
         # a module plugin has a __name__, an object plugin its class's __module__
         origin = getattr(plugin, "__module__", None) or getattr(plugin, "__name__", "")
-        version = versions.get(id(plugin)) or (
+        version = _entry_point_versions.get(name) or (
             _psic_version if origin.partition(".")[0] == __name__ else getattr(plugin, "__version__", None))
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
         plugins.append({"name": name, "version": version, "hooks": hooks})
     return sorted(plugins, key=lambda plugin: plugin["name"])
 
 
+#: entry-point plugin name -> its distribution's version
+_entry_point_versions: dict[str, str] = {}
+
+
+def _load_entry_point_plugins() -> None:
+    """Register the entry-point plugins one at a time, skipping (and blocking by name) each one that fails.
+
+    A broken third-party package must not break every program that imports psic_plugins, ``psic --help`` included.
+    """
+    for dist in importlib.metadata.distributions():
+        for entry_point in dist.entry_points.select(group=ENTRY_POINT_GROUP):
+            name = entry_point.name
+            if pm.has_plugin(name) or pm.is_blocked(name):
+                continue
+            try:
+                pm.register(entry_point.load(), name=name)  # validates the hooks pluggy knows...
+                pm.check_pending()  # ...and names matching no hook, which pluggy would otherwise never call
+            except Exception as exc:  # whatever a third-party import raises
+                pm.set_blocked(name)  # unregisters it, if it got that far
+                reason = " ".join(str(exc).split())
+                # lineno 0: the warning prints as one line (no source line), as a command's stderr should
+                warnings.warn_explicit(
+                    f"skipped the psic plugin {name!r} ({entry_point.value}, from {dist.name} {dist.version}): "
+                    f"{type(exc).__name__}: {reason}; set {DISABLE_AUTOLOAD_VARIABLE}=1 to load no third-party "
+                    "plugins", PsicPluginWarning, filename=__name__, lineno=0)
+            else:
+                _entry_point_versions[name] = dist.version
+
+
 for _name, _plugin in _BUILTIN_PLUGINS.items():
     pm.register(_plugin, name=_name)
+pm.check_pending()  # the built-ins' own hook names
 if not os.environ.get(DISABLE_AUTOLOAD_VARIABLE):
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-pm.check_pending()  # a misspelt hook name in a plugin fails here, instead of silently never being called
+    _load_entry_point_plugins()
 pm.hook.register_image_libraries.call_historic(kwargs={"register": _register_image_library})
 
 __all__ = [
     "DISABLE_AUTOLOAD_VARIABLE",
     "ENTRY_POINT_GROUP",
     "EnvironmentKey",
+    "PsicPluginWarning",
     "hookimpl",
     "image_libraries",
     "install_autoload",
