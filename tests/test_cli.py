@@ -8,20 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from psic_core.cli import EXIT_ERROR, EXIT_KEY, main
-
-
-@pytest.fixture
-def png(tmp_path, photo):
-    path = tmp_path / "photo.png"
-    photo.save(path)
-    return path
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_fixtures import png, run  # noqa: F401  (fixtures)
+from psic_core.cli import EXIT_ERROR, EXIT_KEY, EXIT_USAGE
 
 
 def test_encode_decode_info(capsys, png, random_weights):
@@ -94,3 +82,28 @@ def test_the_installed_command_adds_plugins_and_keeps_the_core_commands(capsys, 
     out = capsys.readouterr().out
     assert "psic.pillow" in out and "image libraries: imageio, pillow" in out
     assert installed_main(["encode", str(png), "--model", random_weights.name]) == 0
+
+
+def test_decode_takes_the_weights_a_file_needs_by_option_or_search_path(capsys, png, tmp_path, monkeypatch):
+    from weights_fixtures import random_codec_weights
+
+    folder = tmp_path / "not-installed"
+    folder.mkdir()
+    weights = random_codec_weights(folder / "elsewhere.safetensors", name="psic-test-elsewhere", seed=3)
+    assert run(capsys, "encode", png, "--model", weights)[0] == 0
+    psic = png.with_suffix(".psic")
+    code, _, err = run(capsys, "decode", psic)
+    assert code == EXIT_ERROR and err.count("\n") == 1 and "psic-test-elsewhere" in err
+    assert "PSIC_WEIGHTS_PATH" in err and "psic decode --model PATH" in err
+    code, out, _ = run(capsys, "decode", psic, "--model", weights)
+    assert code == 0 and "protected decoding" in out
+    monkeypatch.setenv("PSIC_WEIGHTS_PATH", str(folder))
+    code, _, _ = run(capsys, "decode", psic, "-o", tmp_path / "found.png")
+    assert code == 0 and (tmp_path / "found.png").is_file()
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(capsys, png):
+    for argv in (["decode"], ["encode", png, "--quality", "high"], ["decode", png, "--colour"], ["frobnicate"]):
+        code, _, err = run(capsys, *argv)
+        assert code == EXIT_USAGE and err.count("\n") == 1 and err.startswith("psic: error: "), argv
+

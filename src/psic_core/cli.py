@@ -1,6 +1,8 @@
 """The ``psic`` command line: thin over the Python API.
 
 Exit codes: 0 success, 1 error (one line on stderr, no traceback), 2 usage error, 3 key error.
+Every file it writes goes through ``psic_core.files.atomic_write``: whole or not at all, never replacing a file
+without ``--force``, with the permissions of any new file.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from typing import Callable
 
 from . import __version__, codec
 from .errors import PsicError, PsicKeyError
-from .files import atomic_write
+from .files import atomic_write, check_output
 
 EXIT_ERROR, EXIT_USAGE, EXIT_KEY = 1, 2, 3
+PSIC_SUFFIX = ".psic"
+#: the image formats ``psic decode`` writes, by output extension
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+                 ".bmp": "BMP"}
+#: modes a format cannot store, and what they are written as (a decoding is RGB, RGBA, L or LA)
+_MODE_FALLBACKS = {"JPEG": {"RGBA": "RGB", "LA": "L"}, "BMP": {"LA": "RGBA"}}
 SAMPLE = Path(__file__).resolve().parent / "samples" / "kodim07.png"
 #: candidate classes for the demo's VLP reading: the class names of the bundled reference VLP's labelled sets
 DEMO_LABELS = ("animal", "coin", "food item", "hobby item", "holiday item", "household object", "plant",
@@ -69,13 +77,27 @@ def _key(args) -> str | bytes | None:
     return None
 
 
-def _output_path(args, default_suffix: str) -> Path:
-    out = Path(args.output) if args.output else Path(args.input).with_suffix(default_suffix)
+class UsageError(Exception):
+    """A command line that names something psic does not do (exit code 2, like argparse's own errors)."""
+
+
+def _file_argument(name: str) -> str:
+    """argparse type of file arguments: ``-`` would read standard input or write standard output, which psic does
+    not (its outputs are published atomically, and a .psic header is read before the pixels)."""
+    if name == "-":
+        raise argparse.ArgumentTypeError("psic reads and writes named files only, not standard input or output ('-')")
+    return name
+
+
+def _output_path(args, default: Path, suffixes) -> Path:
+    """``-o`` or ``default``, checked before any work: not the input, an extension in ``suffixes``, not an existing
+    file unless ``--force``, in a writable folder. (atomic_write checks "exists" again when it publishes.)"""
+    out = Path(args.output) if args.output else default
     if out.resolve() == Path(args.input).resolve():
         raise PsicError(f"refusing to overwrite the input {args.input}")
-    if out.exists() and not args.force:
-        raise PsicError(f"{out} exists; use --force to replace it")
-    return out
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"cannot write {out}: the output's extension must be one of {', '.join(suffixes)}")
+    return check_output(out, replace=args.force)
 
 
 @contextmanager
@@ -99,15 +121,16 @@ def _progress(description: str):
 
 
 def _encode_image_bytes(im, path: Path) -> bytes:
+    """``im`` in the format ``path``'s extension names (one of IMAGE_FORMATS), with its ICC profile and EXIF."""
     import io
 
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
+    fmt = IMAGE_FORMATS[path.suffix.lower()]
     buffer = io.BytesIO()
     save_options = {k: im.info[k] for k in ("icc_profile", "exif") if im.info.get(k)}
     if fmt == "JPEG":
         save_options["quality"] = 95
-        im = im.convert("RGB") if im.mode in ("RGBA", "LA") else im
-    im.save(buffer, fmt, **save_options)
+    fallback = _MODE_FALLBACKS.get(fmt, {}).get(im.mode)
+    (im.convert(fallback) if fallback else im).save(buffer, fmt, **save_options)
     return buffer.getvalue()
 
 
@@ -116,7 +139,7 @@ def cmd_encode(args) -> int:
 
     from .metadata import extract
 
-    out = _output_path(args, ".psic")
+    out = _output_path(args, Path(args.input).with_suffix(PSIC_SUFFIX), (PSIC_SUFFIX,))
     key = _key(args)
     with Image.open(args.input) as im:
         if key is None and not args.keep_metadata and extract(im)[1]:
@@ -125,7 +148,7 @@ def cmd_encode(args) -> int:
         with _progress("encoding") as progress:
             data = codec.encode(im, model=args.model, quality=args.quality, key=key,
                                 keep_metadata=args.keep_metadata, progress=progress)
-    atomic_write(out, data, overwrite=True)
+    atomic_write(out, data, replace=args.force)
     summary = codec.info(data)
     lock = "locked with the key" if summary["locked"] else "open (no key given)"
     print(f"{out}: {summary['width']}x{summary['height']}, {len(data)} bytes, {summary['bpp']:.3f} bpp, "
@@ -134,11 +157,14 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    out = _output_path(args, ".png")
+    key = _key(args)
+    kind = "full" if (args.full or key is not None) else "protected"
+    # photo.psic usually sits beside photo.png, the photo it came from: the default names never collide with it
+    out = _output_path(args, Path(args.input).with_suffix(f".{kind}.png"), tuple(IMAGE_FORMATS))
     with _progress("decoding") as progress:
-        im = codec.decode(args.input, key=_key(args), full=True if args.full else None, progress=progress)
-    atomic_write(out, _encode_image_bytes(im, out), overwrite=True)
-    kind = "full" if (args.full or _key(args) is not None) else "protected"
+        im = codec.decode(args.input, key=key, full=True if args.full else None, model=args.model,
+                          progress=progress)
+    atomic_write(out, _encode_image_bytes(im, out), replace=args.force)
     print(f"{out}: {kind} decoding, {im.size[0]}x{im.size[1]} {im.mode}")
     return 0
 
@@ -158,12 +184,11 @@ def cmd_info(args) -> int:
 
 
 def cmd_strip(args) -> int:
-    out = Path(args.output) if args.output else Path(args.input)
-    if args.output and out.exists() and not args.force:
-        raise PsicError(f"{out} exists; use --force to replace it")
+    in_place = args.output is None or Path(args.output).resolve() == Path(args.input).resolve()
+    out = check_output(args.input, replace=True) if in_place else _output_path(args, Path(args.input), (PSIC_SUFFIX,))
     stripped = codec.strip(args.input)
     before = Path(args.input).stat().st_size
-    atomic_write(out, stripped, overwrite=True)
+    atomic_write(out, stripped, replace=in_place or args.force)
     print(f"{out}: private metadata removed ({before - len(stripped)} bytes), image stream unchanged")
     return 0
 
@@ -186,7 +211,10 @@ def cmd_demo(args) -> int:
     from .weights import load_model, registry
 
     out_dir = Path(args.out)
+    outputs = {name: out_dir / f"kodim07.{name}" for name in ("psic", "protected.png", "full.png", "side-by-side.png")}
     out_dir.mkdir(parents=True, exist_ok=True)
+    for path in outputs.values():  # before the encode, which a later "exists" would waste
+        check_output(path, replace=args.force)
     key = "psic-demo-key"
     original = Image.open(SAMPLE).convert("RGB")
     load_model(registry.find(args.model, args.quality))  # so the timings below are the codec's, not start-up
@@ -194,19 +222,15 @@ def cmd_demo(args) -> int:
     started = time.perf_counter()
     data = codec.encode(original, model=args.model, quality=args.quality, key=key)
     encode_s = time.perf_counter() - started
-    psic_path = atomic_write(out_dir / "kodim07.psic", data, overwrite=True)
+    atomic_write(outputs["psic"], data, replace=args.force)
     print("[2/3] decoding: protected (no key) and full (with the key) ...", flush=True)
     started = time.perf_counter()
     protected = codec.decode(data)
     decode_s = time.perf_counter() - started
     full = codec.decode(data, key=key)
-    paths = {}
-    for label, im in (("protected", protected), ("full", full)):
-        paths[label] = atomic_write(out_dir / f"kodim07.{label}.png", _encode_image_bytes(im, Path("x.png")),
-                                    overwrite=True)
     sheet = side_by_side([("original", original), ("full (key)", full), ("protected (default)", protected)])
-    sheet_path = atomic_write(out_dir / "kodim07.side-by-side.png", _encode_image_bytes(sheet, Path("x.png")),
-                              overwrite=True)
+    for name, im in (("protected.png", protected), ("full.png", full), ("side-by-side.png", sheet)):
+        atomic_write(outputs[name], _encode_image_bytes(im, outputs[name]), replace=args.force)
     print("[3/3] results")
     ref = np.asarray(original)
     summary = codec.info(data)
@@ -221,7 +245,7 @@ def cmd_demo(args) -> int:
         print("  reference VLP top-1 (a small CLIP we trained offline; demonstration scale, see docs/vlp.md):")
         for label, reading in readings.items():
             print(f"    {label:<10} {reading}")
-    for path in (psic_path, paths["protected"], paths["full"], sheet_path):
+    for path in outputs.values():
         print(f"  wrote {path}")
     return 0
 
@@ -233,15 +257,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """Usage errors in one line, as every other error (argparse prints the usage first)."""
+        self.exit(EXIT_USAGE, f"psic: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(extend: Callable | None = None) -> argparse.ArgumentParser:
     """The ``psic`` parser; ``extend(subparsers)`` adds commands defined outside the core (``psic plugins``)."""
-    parser = argparse.ArgumentParser(prog="psic", description="privacy-shielded image compression")
+    parser = _Parser(prog="psic", description="privacy-shielded image compression")
     parser.add_argument("--version", action="version", version=f"psic {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("encode", help="encode an image to .psic")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", help="output path (default: input with .psic)")
+    p.add_argument("input", type=_file_argument)
+    p.add_argument("-o", "--output", type=_file_argument, help="output .psic file (default: input with .psic)")
     p.add_argument("--model", help="weights name or .safetensors path (see `psic models`)")
     p.add_argument("--quality", type=int, help="quality level of the default model family")
     p.add_argument("--keep-metadata", action="store_true",
@@ -251,22 +281,27 @@ def build_parser(extend: Callable | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode a .psic file (protected by default)")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", help="output image (.png, .jpg, .webp; default: input with .png)")
+    p.add_argument("input", type=_file_argument)
+    p.add_argument("-o", "--output", type=_file_argument,
+                   help=f"output image, in the format its extension names ({', '.join(IMAGE_FORMATS)}; default: "
+                        "input with .protected.png, or .full.png for the full decoding)")
     p.add_argument("--full", action="store_true", help="the full decoding (a locked file needs the key)")
+    p.add_argument("--model", help="the file's weights, if not installed: a .safetensors path (or add its folder "
+                                   "to PSIC_WEIGHTS_PATH)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     _key_options(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("info", help="print a .psic file's header (no model load)")
-    p.add_argument("input")
+    p.add_argument("input", type=_file_argument)
     p.add_argument("--json", action="store_true")
     _key_options(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("strip", help="remove private metadata (sealed or clear) from a .psic file, in place")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", help="write the stripped file here instead of replacing the input")
+    p.add_argument("input", type=_file_argument)
+    p.add_argument("-o", "--output", type=_file_argument,
+                   help="write the stripped .psic file here instead of replacing the input")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_strip)
 
@@ -285,10 +320,15 @@ def build_parser(extend: Callable | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", default="psic-demo", help="output folder (default: psic-demo)")
     p.add_argument("--model")
     p.add_argument("--quality", type=int)
+    p.add_argument("-f", "--force", action="store_true", help="replace the outputs of an earlier demo")
     p.set_defaults(func=cmd_demo)
     if extend:
         extend(sub)
     return parser
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def main(argv=None, extend: Callable | None = None) -> int:
@@ -304,11 +344,14 @@ def main(argv=None, extend: Callable | None = None) -> int:
     args = build_parser(extend).parse_args(argv)
     try:
         return args.func(args)
+    except UsageError as exc:
+        print(f"psic: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except PsicKeyError as exc:
-        print(f"psic: key error: {exc}", file=sys.stderr)
+        print(f"psic: key error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_KEY
     except (PsicError, OSError, ValueError) as exc:
-        print(f"psic: error: {exc}", file=sys.stderr)
+        print(f"psic: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("psic: interrupted", file=sys.stderr)

@@ -9,7 +9,8 @@
 Sections (``--sections``): rd (rate-distortion with JPEG/WebP/no-PSIC baselines and BD-rates), vlp (what the target
 and transfer VLPs read from each decoding), robustness (the protected decoding after re-processing), speed (seconds
 and peak memory per image size and thread count, large-image decode and tile seams), sheets (contact sheets).
-The markdown goes to ``--out``; plots and ``results.json`` go to the folder of the same name without ``.md``.
+The markdown goes to ``--out``; plots and ``results.json`` go to the folder of the same name without ``.md``. An
+existing report is replaced only with ``--force``; ``--render`` always rewrites the page of its JSON.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--vlp", nargs="+", metavar="VLP", help="target VLP first, then transfer VLPs: registered names, "
                    "psic VLP .safetensors paths or open_clip:<model> (default: refclip-s, then any other registered)")
     p.add_argument("--out", type=Path, default=Path("docs/results.md"), help="markdown report (default: %(default)s)")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="replace an existing report (--out and the results.json beside it)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run (default: all)")
     p.add_argument("--max-images", type=int, help="at most this many rate-distortion images (highlighted ones first)")
     p.add_argument("--highlight", nargs="+", metavar="FILE", help="images also reported on their own "
@@ -87,7 +90,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="keep the .psic encodings here and reuse them on later runs")
     p.add_argument("--note", help="a sentence printed at the top of the report (e.g. what a dry run stands in for)")
     p.add_argument("--render", type=Path, metavar="JSON", help="only re-render the markdown and plots from a results "
-                   "JSON (FOLDER/results.json gives FOLDER.md and the plots in FOLDER/)")
+                   "JSON (FOLDER/results.json rewrites FOLDER.md and the plots in FOLDER/)")
     return p
 
 
@@ -381,6 +384,10 @@ def main(argv=None, prog: str = PROG) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from psic_core.errors import PsicError
 
+    existing = [path for path in (args.out, assets_dir(args.out) / "results.json") if path.exists()]
+    if existing and not args.force:  # checked before a run of minutes
+        print(f"{prog}: error: {existing[0]} exists; use --force to replace it", file=sys.stderr)
+        return 1
     try:
         result = run(args, argv, prog)
     except (PsicError, FileNotFoundError) as exc:

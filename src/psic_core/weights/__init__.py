@@ -140,7 +140,8 @@ class WeightsRegistry:
                 return info
         raise PsicModelError(
             f"this file needs the weights {name_hint or '?'} with SHA-256 {sha256}, which are not installed; "
-            "add their folder to PSIC_WEIGHTS_PATH or pass model=<path to the .safetensors file>"
+            "add their folder to PSIC_WEIGHTS_PATH or name their .safetensors file as the model "
+            "(psic decode --model PATH; model=PATH in Python)"
         )
 
 
