@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import configs  # noqa: F401  (registers the bundled model configs with open_clip)
+from .configs import open_clip_library
 
 #: open_clip clamps the learned temperature to this during training
 MAX_LOGIT_SCALE = 100.0
@@ -79,6 +78,7 @@ class TargetVLP(nn.Module):
     @classmethod
     def from_open_clip(cls, model_name: str, pretrained: str | None = None, device="cpu") -> "TargetVLP":
         """Any open_clip model: ``pretrained`` is one of its tags or a local weights file (None: random init)."""
+        open_clip = open_clip_library()
         model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
         return cls(model, open_clip.get_tokenizer(model_name), model_name)
 

@@ -7,21 +7,31 @@ an error rather than a silent replacement.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
 
-import open_clip
-
 from ..errors import PsicModelError
+from ..extras import require
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
-open_clip.add_model_config(CONFIG_DIR)
+
+@functools.cache
+def open_clip_library():
+    """open_clip with the bundled model configs registered; imported on first use, since it is the ``train`` extra
+    (importing psic_core.vlp, as the trainer's data code does, must not need it)."""
+    require("train", "a target VLP (open_clip)")
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    return open_clip
 
 
 def ensure_model_config(name: str, config: dict) -> None:
     """Make ``config`` known to open_clip as ``name`` (no-op when it already is)."""
+    open_clip = open_clip_library()
     known = open_clip.get_model_config(name)
     if known == config:
         return

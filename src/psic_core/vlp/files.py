@@ -13,13 +13,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
 import torch
 
 from ..errors import PsicModelError
 from ..weights import read_metadata
 from .adapter import TargetVLP
-from .configs import ensure_model_config
+from .configs import ensure_model_config, open_clip_library
 
 FORMAT_VERSION = "1"
 PREFIX = "psic.vlp."
@@ -60,7 +59,7 @@ def save_vlp(
     """Write ``vlp`` with its open_clip config, float tensors stored as ``dtype``."""
     from safetensors.torch import save_file
 
-    config = open_clip.get_model_config(vlp.name)
+    config = open_clip_library().get_model_config(vlp.name)
     if config is None:
         raise PsicModelError(f"open_clip has no config named {vlp.name!r}; cannot describe these weights")
 
