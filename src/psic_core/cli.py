@@ -286,8 +286,8 @@ def build_parser(extend: Callable | None = None) -> argparse.ArgumentParser:
                    help=f"output image, in the format its extension names ({', '.join(IMAGE_FORMATS)}; default: "
                         "input with .protected.png, or .full.png for the full decoding)")
     p.add_argument("--full", action="store_true", help="the full decoding (a locked file needs the key)")
-    p.add_argument("--model", help="the file's weights, if not installed: a .safetensors path (or add its folder "
-                                   "to PSIC_WEIGHTS_PATH)")
+    p.add_argument("--model", metavar="PATH", help="the file's weights, if not installed: a .safetensors path (or "
+                                                   "add its folder to PSIC_WEIGHTS_PATH)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     _key_options(p)
     p.set_defaults(func=cmd_decode)
