@@ -272,7 +272,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str]) -> dict:
             raise ValueError(f"unknown config keys: {', '.join(f'{section}.{k}' for k in unknown)} (known in "
                              f"[{section}]: {_known(section)})")
     config: dict[str, dict] = {section: {} for section in SCHEMA}
-    stages = SCHEMA["train"]["stages"].check("train.stages", given["train"].get("stages", [1, 2]))
+    stages_spec = SCHEMA["train"]["stages"]
+    stages = stages_spec.check("train.stages", given["train"].get("stages", stages_spec.default))
     for section, specs in SCHEMA.items():
         for name, spec in specs.items():
             value = given[section].get(name, spec.default)
@@ -333,5 +334,4 @@ def argument(spec: Number | Integer):
             raise argparse.ArgumentTypeError(f"must be {spec.describe()}, not {raw!r}")
         return spec.check("", value)
 
-    convert.__name__ = type(spec).__name__.lower()
     return convert
