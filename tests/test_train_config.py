@@ -1,11 +1,12 @@
 """The trainers' settings are checked before any work: typed values, allowed values named, unknown keys refused with
-the known ones, and output folders created (psic_core.train.config)."""
+the known ones, and output folders created (psic_core.train.config; the VLP trainer's options too)."""
 
 from __future__ import annotations
 
 import pytest
 
 from psic_core.train.config import check_ready, load_config
+from psic_core.vlp import train as vlp_train
 
 
 @pytest.fixture
@@ -90,3 +91,21 @@ def test_output_folders_are_created_before_training(labels, tmp_path):
                "log": tmp_path / "logs" / "deep" / "q2.csv"}
     check_ready(load_config(None, [f"data.labels={labels}"] + [f"output.{k}={v}" for k, v in outputs.items()]))
     assert all(path.parent.is_dir() and not path.exists() for path in outputs.values())
+
+
+def test_vlp_trainer_checks_its_options_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        vlp_train.main(["--data", str(tmp_path), "--out", str(tmp_path / "v.safetensors"), "--batch", "1"])
+    assert "argument --batch: must be an integer >= 2, not '1'" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="--data must be the folder holding labelled/ and captioned/"):
+        vlp_train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "v.safetensors")])
+    for name, header in (("labelled/labels.csv", "file,label,source,split\n"), ("captioned/captions.jsonl", "")):
+        (tmp_path / name).parent.mkdir()
+        (tmp_path / name).write_text(header)
+    with pytest.raises(ValueError, match="no training pairs"):
+        vlp_train.main(["--data", str(tmp_path), "--out", str(tmp_path / "v.safetensors")])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (tmp_path / "labelled/labels.csv").write_text("file,label,source,split\n0.png,disc,toys,train\n")
+    with pytest.raises(OSError, match="cannot create the folder of output"):  # before the images are read
+        vlp_train.main(["--data", str(tmp_path), "--out", str(blocker / "v.safetensors")])

@@ -19,6 +19,7 @@ from typing import Callable
 from . import __version__, codec
 from .errors import PsicError, PsicKeyError
 from .files import atomic_write, check_output
+from .lock import read_key_file
 
 EXIT_ERROR, EXIT_USAGE, EXIT_KEY = 1, 2, 3
 PSIC_SUFFIX = ".psic"
@@ -59,7 +60,8 @@ def _vlp_readings(images: dict) -> dict[str, str] | None:
 def _key_options(parser: argparse.ArgumentParser):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--key", help="the key as text (visible in shell history; prefer --key-file or --key-env)")
-    group.add_argument("--key-file", type=Path, help="read the key from this file (one trailing newline is ignored)")
+    group.add_argument("--key-file", type=Path, help="read the key from this file (a UTF-8 byte-order mark and one "
+                       "trailing line ending, LF or CRLF, are ignored)")
     group.add_argument("--key-env", nargs="?", const="PSIC_KEY", metavar="VAR",
                        help="read the key from environment variable VAR (default PSIC_KEY)")
 
@@ -68,8 +70,7 @@ def _key(args) -> str | bytes | None:
     if args.key is not None:
         return args.key
     if args.key_file is not None:
-        raw = args.key_file.read_bytes()
-        return raw[:-1] if raw.endswith(b"\n") else raw
+        return read_key_file(args.key_file)
     if args.key_env is not None:
         if args.key_env not in os.environ:
             raise PsicKeyError(f"environment variable {args.key_env} is not set")
@@ -135,13 +136,11 @@ def _encode_image_bytes(im, path: Path) -> bytes:
 
 
 def cmd_encode(args) -> int:
-    from PIL import Image
-
     from .metadata import extract
 
     out = _output_path(args, Path(args.input).with_suffix(PSIC_SUFFIX), (PSIC_SUFFIX,))
     key = _key(args)
-    with Image.open(args.input) as im:
+    with codec.open_image(args.input) as im:  # the core's limits apply (decompression bombs)
         if key is None and not args.keep_metadata and extract(im)[1]:
             print("psic: note: EXIF/XMP/IPTC metadata dropped (no key to seal it; --keep-metadata keeps it in the "
                   "clear)", file=sys.stderr)

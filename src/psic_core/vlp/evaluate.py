@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from ..train.config import Integer, argument, prepare_output_files  # noqa: E402
 from .data import open_rgb, read_captioned, read_labelled, zero_shot_candidates  # noqa: E402
 from .registry import DEFAULT_VLP, load_vlp  # noqa: E402
 from .zeroshot import retrieval_report, zero_shot_report  # noqa: E402
@@ -56,8 +57,10 @@ def main(argv=None):
     parser.add_argument("--vlp", default=DEFAULT_VLP, help="registered name, .safetensors path or open_clip:<model>")
     parser.add_argument("--pretrained", help="open_clip tag or weights file, with --vlp open_clip:<model>")
     parser.add_argument("--json", type=Path, help="also write the report here")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=argument(Integer(minimum=1)), default=1, help="torch threads")
     args = parser.parse_args(argv)
+    if args.json:
+        prepare_output_files([args.json])
 
     torch.set_num_threads(args.threads)
     vlp = load_vlp(args.vlp, pretrained=args.pretrained)

@@ -26,10 +26,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from ..train.rd import load_checkpoint, save_checkpoint  # noqa: E402
+from ..train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from ..train.config import Integer, Number, argument, prepare_output_files  # noqa: E402
 from .adapter import TargetVLP, resize  # noqa: E402
 from .augment import augment  # noqa: E402
-from .data import open_rgb, read_captioned, read_labelled, to_tensor  # noqa: E402
+from .data import CaptionedImage, LabelledImage, open_rgb, read_captioned, read_labelled, to_tensor  # noqa: E402
 from .files import save_vlp  # noqa: E402
 from .prompts import prompts  # noqa: E402
 
@@ -40,7 +41,7 @@ MAX_EXPORT_BYTES = 20 * 1024 * 1024
 class PairedImages:
     """Training pairs held in memory: images cached at ``cache_side`` px (shorter side), texts, positive keys."""
 
-    def __init__(self, root: str | os.PathLike, cache_side: int):
+    def __init__(self, labelled: list[LabelledImage], captioned: list[CaptionedImage], cache_side: int):
         self.images: list[torch.Tensor] = []
         index: dict[Path, int] = {}
         self.pairs: list[tuple[int, tuple[str, ...], str]] = []
@@ -54,12 +55,10 @@ class PairedImages:
                 self.images.append(resize(image, size)[0])
             return index[path]
 
-        for item in read_labelled(root, "train"):
+        for item in labelled:
             self.pairs.append((image_index(item.path), tuple(prompts(item.label)), f"label:{item.source}:{item.label}"))
-        for item in read_captioned(root, "train"):
+        for item in captioned:
             self.pairs.append((image_index(item.path), (item.caption,), f"caption:{item.caption.strip().lower()}"))
-        if not self.pairs:
-            raise ValueError(f"{root}: no training pairs in labelled/ or captioned/")
 
     def batch(self, indices: list[int], size: int, generator: torch.Generator):
         texts, keys, images = [], [], []
@@ -99,21 +98,28 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path, help="exported weights (.safetensors, fp16)")
     parser.add_argument("--checkpoint", type=Path, help="resume from / save to this file (outside git)")
     parser.add_argument("--log", type=Path, help="CSV log of loss, in-batch accuracy and learning rate")
-    parser.add_argument("--minutes", type=float, default=40.0, help="wall-clock budget, counted across resumes")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=argument(Number(minimum=0, exclusive=True)), default=40.0,
+                        help="wall-clock budget, counted across resumes")
+    # at least 2: the contrastive loss needs other pairs in the batch to tell apart
+    parser.add_argument("--batch", type=argument(Integer(minimum=2)), default=64)
+    parser.add_argument("--lr", type=argument(Number(minimum=0, exclusive=True)), default=5e-4)
+    parser.add_argument("--weight-decay", type=argument(Number(minimum=0)), default=0.1)
+    parser.add_argument("--warmup", type=argument(Integer(minimum=1)), default=100, help="linear warm-up steps")
+    parser.add_argument("--threads", type=argument(Integer(minimum=1)), default=1, help="torch threads")
+    parser.add_argument("--seed", type=argument(Integer()), default=0)
     args = parser.parse_args(argv)
+    # the indexes before the model is built and the images are read: a wrong --data fails at once
+    labelled, captioned = read_labelled(args.data, "train"), read_captioned(args.data, "train")
+    if not labelled and not captioned:
+        raise ValueError(f"{args.data}: no training pairs in labelled/ or captioned/")
+    prepare_output_files([args.out, args.checkpoint, args.log])
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     vlp = TargetVLP.from_open_clip(args.model).train()
     size = vlp.image_size[0]
     # cache a margin above the model size so random crops keep detail
-    data = PairedImages(args.data, cache_side=round(size * 1.5))
+    data = PairedImages(labelled, captioned, cache_side=round(size * 1.5))
     optimizer = torch.optim.AdamW(
         parameter_groups(vlp.model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6
     )

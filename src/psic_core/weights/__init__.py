@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import struct
 import threading
@@ -127,12 +128,33 @@ class WeightsRegistry:
                 raise PsicModelError(f"weights file {model} does not exist")
             return describe(model)
         family = model or DEFAULT_FAMILY
-        wanted = {str(family)} if quality is None and model else {f"{family}-q{quality or DEFAULT_QUALITY}"}
+        if quality is not None:
+            self.check_quality(str(family), quality)
+        level = DEFAULT_QUALITY if quality is None else quality
+        wanted = {str(family)} if quality is None and model else {f"{family}-q{level}"}
         for info in self.all():
             if info.name in wanted:
                 return info
         known = ", ".join(sorted(i.name for i in self.all())) or "none"
         raise PsicModelError(f"no weights named {' or '.join(sorted(wanted))} (available: {known})")
+
+    def quality_levels(self, family: str = DEFAULT_FAMILY) -> list[int]:
+        """The quality levels installed for a model family: the ``quality`` of its weights named ``family-qN``."""
+        return sorted({info.quality for info in self.all()
+                       if info.quality is not None and info.name == f"{family}-q{info.quality}"})
+
+    def check_quality(self, family: str, quality) -> None:
+        """Refuse a quality that is not one of the family's installed levels, naming the ones that are."""
+        levels = self.quality_levels(family)
+        if not levels:
+            return  # not a family with levels: find() reports the weights it cannot find
+        if levels == list(range(levels[0], levels[-1] + 1)):
+            allowed = f"an integer from {levels[0]} to {levels[-1]}"
+        else:
+            allowed = "one of " + ", ".join(map(str, levels))
+        if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or quality not in levels:
+            raise ValueError(f"quality must be {allowed} (the levels of the {family} weights; a psic level, not "
+                             f"JPEG's 0-100), not {quality!r}")
 
     def by_sha256(self, sha256: str, name_hint: str = "") -> WeightsInfo:
         for info in self.all():
