@@ -252,3 +252,47 @@ def test_overlapping_tiles_leave_no_seam(kodim07):
         result[overlap] = seam_psnr(image, psic_core.decode(data, full=True, output="numpy"), 128, 4)["delta_db"]
     assert result[0] < -2.0  # the seams the overlap exists for (measured -3.46 here)
     assert result[32] > -1.0  # measured -0.58 here
+
+
+def test_quality_outside_the_installed_levels_is_refused_naming_them(photo):
+    levels = registry.quality_levels("mshp64")
+    assert levels == sorted(w.quality for w in registry.all() if w.name == f"mshp64-q{w.quality}")
+    for quality in (0, levels[-1] + 1, 95, 2.0, True, "2"):
+        with pytest.raises(ValueError, match=f"from {levels[0]} to {levels[-1]}.*not {quality!r}"):
+            psic_core.encode(photo, quality=quality)
+
+
+def test_the_allowed_qualities_are_the_levels_a_family_has(tmp_path, photo):
+    from weights_fixtures import random_codec_weights
+
+    for level in (1, 3):
+        registry.register(random_codec_weights(tmp_path / f"gappy-q{level}.safetensors", name=f"gappy-q{level}",
+                                               quality=level))
+    assert registry.quality_levels("gappy") == [1, 3]
+    with pytest.raises(ValueError, match="one of 1, 3"):
+        psic_core.encode(photo, model="gappy", quality=2)
+    assert psic_core.info(psic_core.encode(photo, model="gappy", quality=3))["model"] == "gappy-q3"
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_16_bit_greyscale_is_scaled_to_8_bits(photo, random_weights, mode):
+    from psic_core.codec import to_rgb
+
+    grey = np.asarray(photo.convert("L"))
+    wide = Image.fromarray(grey.astype(np.uint16 if mode == "I;16" else np.int32) * 257)
+    assert wide.mode == mode
+    rgb, alpha, coded_mode = to_rgb(wide)
+    np.testing.assert_array_equal(rgb, np.asarray(photo.convert("L").convert("RGB")))
+    assert alpha is None and coded_mode == "L"
+    assert psic_core.info(psic_core.encode(wide, model=random_weights.name))["mode"] == "L"
+
+
+def test_a_multi_frame_input_warns_that_only_one_frame_is_encoded(photo, random_weights):
+    frames = [photo.rotate(angle) for angle in (0, 90, 180)]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match="3 frames.*only frame 1 is encoded"):
+        data = psic_core.encode(gif.getvalue(), model=random_weights.name)
+    with Image.open(gif) as first:
+        expected = psic_core.encode(first.convert("RGB"), model=random_weights.name)
+    assert data == expected

@@ -43,7 +43,7 @@ def test_eight_threads_encode_and_decode_like_one(image, random_weights):
 
 
 CHILD = """
-import hashlib, sys
+import sys
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
 import psic_core
@@ -51,16 +51,17 @@ from PIL import Image
 mode, path = sys.argv[2], sys.argv[3]
 if mode == "encode":
     image = np.asarray(Image.open(sys.argv[4]).convert("RGB"))
-    open(path, "wb").write(psic_core.encode(image, model=sys.argv[5], tile=int(sys.argv[6])))
+    open(path, "wb").write(psic_core.encode(image, tile=int(sys.argv[5])))
 else:
-    out = psic_core.decode(open(path, "rb").read(), full=True, output="numpy")
-    print(hashlib.sha256(out.tobytes()).hexdigest())
+    data = open(path, "rb").read()
+    decoded, again = (psic_core.decode(data, full=True, output="numpy") for _ in range(2))
+    assert np.array_equal(decoded, again), "the same thread count decoded different pixels"
+    np.save(sys.argv[4], decoded)
 """
 
 
-def child(tmp_path, random_weights, *args) -> subprocess.Popen:
-    env = dict(os.environ, PSIC_WEIGHTS_PATH=str(random_weights.path.parent))
-    return subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], env=env, stdout=subprocess.PIPE,
+def child(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -70,17 +71,24 @@ def finish(process) -> str:
     return out.strip()
 
 
-def test_thread_counts_and_processes_agree(tmp_path, kodim07, random_weights):
-    """Encoded with 1 or 2 torch threads, decoded with 1 or 2, in two processes at once: identical pixels."""
+def test_thread_counts_keep_the_bytes_and_symbols_and_pixels_within_one(tmp_path, kodim07):
+    """docs/format.md, *Determinism*, on a real photo with the bundled weights, in 4 overlapping tiles: files
+    encoded with 1 and 2 torch threads are identical; decoding with 1 or 2 threads (two processes at once) reproduces
+    the symbols (else PsicIntegrityError) and gives the same pixels within 1, and the same thread count always the
+    same pixels. (Measured on the whole 768x512 photo: 7 to 17 of 1.2 million values differ by 1 between 1 and 2
+    or 3 threads.)"""
     source = tmp_path / "in.png"
-    kodim07.crop((0, 0, 200, 150)).save(source)
+    kodim07.crop((0, 0, 512, 384)).save(source)
     files = {n: tmp_path / f"t{n}.psic" for n in (1, 2)}
-    for p in [child(tmp_path, random_weights, n, "encode", files[n], source, random_weights.name, 1024) for n in (1, 2)]:
+    for p in [child(n, "encode", files[n], source, 256) for n in (1, 2)]:
         finish(p)
-    hashes = set()
-    for path in files.values():
-        hashes |= {finish(p) for p in [child(tmp_path, random_weights, n, "decode", path) for n in (1, 2)]}
-    assert len(hashes) == 1
+    assert files[1].read_bytes() == files[2].read_bytes()
+    outputs = {n: tmp_path / f"decoded-{n}.npy" for n in (1, 2)}
+    for p in [child(n, "decode", files[1], outputs[n]) for n in (1, 2)]:
+        finish(p)
+    one, two = (np.load(outputs[n]).astype(int) for n in (1, 2))
+    assert one.shape == (384, 512, 3)
+    assert np.abs(one - two).max() <= 1
 
 
 def test_a_different_tiling_still_decodes_exactly_what_it_encoded(kodim07, random_weights):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import imageio.v3 as iio
 import pytest
 from PIL import Image
 
 import psic_core
 import psic_plugins  # noqa: F401  (registers the plugins)
+from psic_core import container
+from psic_core.cli import EXIT_ERROR, main
 from psic_core.errors import PsicFormatError, PsicModelError
 from weights_fixtures import random_codec_weights
 
@@ -80,3 +85,30 @@ def test_weights_deleted_after_encoding_are_named_in_the_error(tmp_path, photo):
     assert "gone" not in {w.name for w in registry.all()}
     with pytest.raises(PsicModelError, match=f"gone with SHA-256 {sha}"):
         psic_core.decode(data)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` 8-bit grey pixels and holds none (68 bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_refused_with_a_psic_error_naming_the_limit(tmp_path, capsys, random_weights):
+    bomb = png_header_only(30_000, 30_000)
+    with pytest.raises(PsicFormatError, match="MAX_IMAGE_PIXELS"):
+        psic_core.encode(bomb, model=random_weights.name)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    assert main(["encode", str(path), "--model", random_weights.name]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MAX_IMAGE_PIXELS" in err
+    assert not path.with_suffix(".psic").exists()
+
+
+def test_an_image_larger_than_a_psic_file_holds_is_refused_before_its_pixels_are_read(random_weights):
+    too_wide = png_header_only(container.MAX_SIDE + 1, 1)  # within Pillow's limit; its pixel data is missing
+    with pytest.raises(PsicFormatError, match=f"at most {container.MAX_SIDE} pixels a side"):
+        psic_core.encode(too_wide, model=random_weights.name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
+
 import pytest
 
 from psic_core import lock
@@ -83,3 +86,58 @@ def test_condition_table_for_an_open_file():
     assert lock.condition_for(f, None, None) == "protect"
     assert lock.condition_for(f, None, True) == "full"
     assert lock.condition_for(f, "anything", None) == "full"
+
+
+COMPOSED, DECOMPOSED = "caf\u00e9 cr\u00e8me", "cafe\u0301 cre\u0300me"
+
+
+@pytest.mark.parametrize("same_text", [
+    DECOMPOSED,  # str
+    DECOMPOSED.encode(),  # bytes holding text
+    "key file",  # key files as editors save them
+])
+def test_every_key_source_follows_one_rule(tmp_path, same_text):
+    new, master = lock.new_lock(COMPOSED)
+    if same_text == "key file":
+        for content in (COMPOSED.encode(), DECOMPOSED.encode() + b"\n", b"\xef\xbb\xbf" + DECOMPOSED.encode() + b"\r\n"):
+            (tmp_path / "key.txt").write_bytes(content)
+            assert lock.unlock(lock.read_key_file(tmp_path / "key.txt"), new) == master
+    else:
+        assert lock.unlock(same_text, new) == master
+
+
+def test_a_key_file_keeps_everything_but_one_line_ending(tmp_path):
+    (tmp_path / "key.txt").write_bytes(b" two lines\n\n")
+    assert lock.read_key_file(tmp_path / "key.txt") == b" two lines\n"
+    (tmp_path / "key.txt").write_bytes(b"\xff\xfe binary\r")
+    assert lock.read_key_file(tmp_path / "key.txt") == b"\xff\xfe binary\r"
+
+
+def legacy_lock(raw_key: bytes) -> tuple[Lock, bytes]:
+    """A lock derived the way psic 0.1.0 did it: the key's bytes as given (text: NFC, then UTF-8)."""
+    legacy = Lock(salt=b"s" * 16, verifier=b"")
+    master = hashlib.scrypt(raw_key, salt=legacy.salt, n=1 << legacy.log2_n, r=legacy.r, p=legacy.p,
+                            maxmem=lock.MAX_SCRYPT_MEMORY + (1 << 20), dklen=32)
+    legacy.verifier = lock.hkdf(master, lock.VERIFIER_LABEL)
+    return legacy, master
+
+
+def test_files_locked_before_the_one_rule_still_unlock():
+    text_locked, text_master = legacy_lock(unicodedata.normalize("NFC", DECOMPOSED).encode())
+    assert lock.unlock(DECOMPOSED, text_locked) == text_master  # str keys: the rule did not change
+    bytes_locked, bytes_master = legacy_lock(DECOMPOSED.encode())  # bytes were used as given, unnormalised
+    assert lock.unlock(DECOMPOSED.encode(), bytes_locked) == bytes_master
+    with pytest.raises(PsicKeyError, match="wrong key"):
+        lock.unlock(b"other", bytes_locked)
+    assert lock.unlock(COMPOSED, text_locked) == text_master
+
+
+def test_the_cli_key_file_opens_what_the_text_key_locked(tmp_path, capsys, photo, random_weights):
+    from psic_core.cli import main
+
+    photo.save(tmp_path / "in.png")
+    assert main(["encode", str(tmp_path / "in.png"), "--model", random_weights.name, "--key", COMPOSED]) == 0
+    (tmp_path / "key.txt").write_bytes(DECOMPOSED.encode() + b"\r\n")  # as a Windows editor on a Mac might
+    assert main(["decode", str(tmp_path / "in.psic"), "--key-file", str(tmp_path / "key.txt"),
+                 "-o", str(tmp_path / "full.png")]) == 0
+    assert "full decoding" in capsys.readouterr().out

@@ -186,3 +186,23 @@ def test_a_hostile_orientation_value_is_not_made_public():
     public = Image.Exif()
     public.load(orientation_exif(exif.tobytes()))
     assert dict(public) == {0x0112: 6}
+
+
+@pytest.mark.parametrize("text, rule", [
+    ({"": "x"}, "must not be empty"),
+    ({"a\0b": "x"}, "must not contain NUL"),
+    ({"\u043a\u043b\u044e\u0447": "x"}, "must be Latin-1"),
+    ({"k": "\udcff"}, "not valid Unicode"),
+    ({"k": b"bytes"}, "are str"),
+    ({f"k{i}": "x" for i in range(container.MAX_TEXT_ENTRIES + 1)}, f"at most {container.MAX_TEXT_ENTRIES}"),
+])
+def test_text_a_reader_would_refuse_is_refused_before_encoding(random_weights, text, rule):
+    # b"not an image" would fail later, when the image is read: the text is checked first
+    with pytest.raises(ValueError, match=rule):
+        psic_core.encode(b"not an image", model=random_weights.name, text=text)
+
+
+def test_the_writer_accepts_exactly_what_the_reader_reads(photo, random_weights):
+    text = {f"k\u00e9{i}": f"value \u2713 {i}\0with NUL" for i in range(container.MAX_TEXT_ENTRIES)}
+    data = psic_core.encode(photo, model=random_weights.name, text=text)
+    assert container.read(data).text == text

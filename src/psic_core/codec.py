@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable, Union
@@ -18,7 +19,7 @@ from . import container, lock, metadata
 from .conditions import CONDITION_VALUES, DEFAULT_CONDITION
 from .container import Header, PsicFile, Tile
 from .errors import PsicFormatError, PsicIntegrityError, PsicModelError
-from .weights import WeightsInfo, load_model, registry
+from .weights import WeightsInfo, decodes_sha256, load_model, registry
 
 #: pixels per tile side; 768x512 photos are one tile, larger ones are split so memory stays bounded
 DEFAULT_TILE = 1024
@@ -34,7 +35,9 @@ Progress = Callable[[int, int], None]
 # --- inputs --------------------------------------------------------------------------------------------------
 
 
-def _open_image(image: ImageInput) -> Image.Image:
+def open_image(image: ImageInput) -> Image.Image:
+    """The encoder's input as a loaded PIL image. Files and bytes are checked against psic's size limits before
+    their pixels are decoded; unreadable or oversized ones raise ``PsicFormatError`` naming the limit."""
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, np.ndarray):
@@ -45,18 +48,52 @@ def _open_image(image: ImageInput) -> Image.Image:
         image = io.BytesIO(bytes(image))
     try:
         opened = Image.open(image)
-        opened.load()
+    except Image.DecompressionBombError as exc:  # not an OSError; raised from the header, before any pixels
+        raise PsicFormatError(f"the input image is too large: {exc} (Pillow's Image.MAX_IMAGE_PIXELS limit)") from None
     except OSError as exc:  # includes UnidentifiedImageError and missing files
         raise PsicFormatError(f"cannot read the input image: {exc}") from None
+    try:
+        check_size(*opened.size)
+        opened.load()
+    except OSError as exc:
+        raise PsicFormatError(f"cannot read the input image: {exc}") from None
+    except BaseException:
+        opened.close()
+        raise
     return opened
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse an image outside the sizes a .psic file can hold (``container.MAX_SIDE``, ``MAX_PIXELS``)."""
+    if not (0 < width <= container.MAX_SIDE and 0 < height <= container.MAX_SIDE) \
+            or width * height > container.MAX_PIXELS:
+        raise PsicFormatError(f"the input image is {width}x{height}; psic encodes at most {container.MAX_SIDE} "
+                              f"pixels a side and {container.MAX_PIXELS} pixels in all")
+
+
+def _warn_if_multi_frame(im: Image.Image) -> None:
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        warnings.warn(f"the input has {frames} frames (an animation or a multi-page file); a .psic file holds one "
+                      f"image, so only frame {im.tell() + 1} is encoded", UserWarning, stacklevel=3)
+
+
+def _grey_to_8_bits(im: Image.Image) -> Image.Image:
+    """Greyscale as 8-bit ``L``. 16-bit and 32-bit integer modes hold 16-bit samples (how Pillow opens 16-bit PNG
+    and TIFF), so they are scaled by 255/65535; Pillow's own conversion would clip everything above 255 to white."""
+    if im.mode.startswith("I"):
+        samples = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.clip(np.rint(samples / 257), 0, 255).astype(np.uint8), "L")
+    return im.convert("L")
 
 
 def to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
     """The documented mode rule (docs/format.md, "Source modes").
 
     Pixels are coded as stored (EXIF orientation stays metadata, not applied). Greyscale (1, L, I, I;16, F) is
-    coded as RGB and presented as L again; palette images are expanded; CMYK/YCbCr/LAB/HSV go through Pillow's conversion to RGB. An alpha
-    channel that is fully opaque is dropped; any other alpha is kept losslessly (zlib) beside the coded RGB.
+    coded as RGB and presented as L again (16-bit samples scaled to 8 bits); palette images are expanded;
+    CMYK/YCbCr/LAB/HSV go through Pillow's conversion to RGB. An alpha channel that is fully opaque is dropped; any
+    other alpha is kept losslessly (zlib) beside the coded RGB.
     """
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -70,7 +107,7 @@ def to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
     if alpha is not None and alpha.min() == 255:
         alpha = None
     if grey and im.mode not in ("L", "LA"):
-        im = im.convert("L")
+        im = _grey_to_8_bits(im)
     rgb = np.asarray(im.convert("RGB"))
     mode = ("L" if grey else "RGB") + ("A" if alpha is not None else "")
     return rgb, alpha, mode
@@ -106,14 +143,28 @@ def encode(
     decoding is locked to that key.
 
     Metadata (docs/format.md): the ICC profile and EXIF orientation stay public. The rest of EXIF, XMP and IPTC is
-    sealed under the key; without a key it is dropped, unless ``keep_metadata`` keeps it in the clear.
+    sealed under the key; without a key it is dropped, unless ``keep_metadata`` keeps it in the clear. ``text``
+    entries follow the reader's rules (``container.check_text``). A multi-frame input (an animation) encodes its
+    current frame, with a ``UserWarning``.
+
+    Invalid arguments (``quality`` outside the family's levels, ``text`` a reader would refuse, an empty key)
+    raise ``ValueError`` or ``PsicKeyError`` before the image is read.
     """
     import torch
 
-    im = _open_image(image)
+    weights = registry.find(model, quality)
+    text = dict(text or {})
+    try:
+        container.check_text(text)
+    except PsicFormatError as exc:
+        raise ValueError(str(exc)) from None
+    if key is not None:
+        lock.key_bytes(key)
+    im = open_image(image)
+    _warn_if_multi_frame(im)
+    check_size(*im.size)
     icc, private = metadata.extract(im)
     rgb, alpha, mode = to_rgb(im)
-    weights = registry.find(model, quality)
     net = load_model(weights)
     height, width = rgb.shape[:2]
     overlap = min(tile_overlap, tile // 4) if width > tile or height > tile else 0  # one tile: nothing to blend
@@ -134,7 +185,7 @@ def encode(
             tiles.append(Tile(index, tuple(out["shape"]), out["latent_digest"], strings))
             if progress:
                 progress(index + 1, header.tile_count)
-    f = PsicFile(header, tiles=tiles, icc_profile=icc, text=dict(text or {}))
+    f = PsicFile(header, tiles=tiles, icc_profile=icc, text=text)
     if alpha is not None:
         f.alpha = zlib.compress(alpha.tobytes(), 9)
     master = None
@@ -170,7 +221,7 @@ def weights_for(f: PsicFile, model: str | os.PathLike | None = None) -> WeightsI
     if model is None:
         return registry.by_sha256(wanted, f.header.model_name)
     info = registry.find(model)
-    if info.sha256 != wanted:
+    if info.sha256 != wanted and wanted not in decodes_sha256(info):
         raise PsicModelError(
             f"this file was made with the weights {f.header.model_name} (SHA-256 {wanted}), not {info.name} "
             f"(SHA-256 {info.sha256})"
@@ -382,4 +433,5 @@ def header_info(f: PsicFile, size: int | None = None) -> dict:
     return result
 
 
-__all__ = ["decode", "encode", "header_info", "info", "private_metadata", "read_file", "render", "strip"]
+__all__ = ["check_size", "decode", "encode", "header_info", "info", "open_image", "private_metadata", "read_file",
+           "render", "strip"]

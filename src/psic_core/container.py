@@ -113,6 +113,38 @@ class PsicFile:
         return self.lock is not None
 
 
+# --- rules shared by writing and reading --------------------------------------------------------------------
+
+
+def check_text_entry(keyword: str, value: str, entries_before: int) -> None:
+    """The rules for one ``tEXt`` entry, the same for writers and readers (a writer must not write what a reader
+    refuses): at most ``MAX_TEXT_ENTRIES`` entries; a keyword of Latin-1 text, not empty, without NUL (NUL ends the
+    keyword); a value of Unicode text (stored as UTF-8)."""
+    if entries_before >= MAX_TEXT_ENTRIES:
+        raise PsicFormatError(f"at most {MAX_TEXT_ENTRIES} tEXt entries are allowed")
+    if not isinstance(keyword, str) or not isinstance(value, str):
+        raise PsicFormatError(f"tEXt keywords and values are str, not {type(keyword).__name__}: "
+                              f"{type(value).__name__}")
+    if not keyword:
+        raise PsicFormatError("a tEXt keyword must not be empty")
+    if "\0" in keyword:
+        raise PsicFormatError(f"a tEXt keyword must not contain NUL: {keyword!r}")
+    try:
+        keyword.encode("latin-1")
+    except UnicodeEncodeError:
+        raise PsicFormatError(f"a tEXt keyword must be Latin-1 text: {keyword!r}") from None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PsicFormatError(f"the tEXt value of {keyword!r} is not valid Unicode text") from None
+
+
+def check_text(text: dict[str, str]) -> None:
+    """``check_text_entry`` for every entry of a writer's ``text``."""
+    for entries_before, (keyword, value) in enumerate(text.items()):
+        check_text_entry(keyword, value, entries_before)
+
+
 # --- writing -------------------------------------------------------------------------------------------------
 
 
@@ -160,6 +192,7 @@ def serialize(f: PsicFile) -> bytes:
         parts.append(_chunk(ICC, f.icc_profile))
     if f.exif:
         parts.append(_chunk(EXIF, f.exif))
+    check_text(f.text)
     for keyword, value in f.text.items():
         parts.append(_chunk(TEXT, keyword.encode("latin-1") + b"\0" + value.encode("utf-8")))
     if f.sealed:
@@ -344,12 +377,14 @@ def read(source: bytes | bytearray | memoryview | BinaryIO, *, header_only: bool
             setattr(result, attribute, data)
         elif kind == TEXT:
             keyword, sep, value = data.partition(b"\0")
-            if not sep or not keyword or len(result.text) >= MAX_TEXT_ENTRIES:
-                raise PsicFormatError("malformed or too many tEXt chunks")
+            if not sep:
+                raise PsicFormatError("tEXt chunk without the NUL after its keyword")
             try:
-                result.text[keyword.decode("latin-1")] = value.decode("utf-8")
+                value = value.decode("utf-8")
             except UnicodeDecodeError:
                 raise PsicFormatError("tEXt value is not UTF-8") from None
+            check_text_entry(keyword.decode("latin-1"), value, len(result.text))
+            result.text[keyword.decode("latin-1")] = value
         elif name[0].isupper():
             raise PsicFormatError(f"unknown critical chunk {name}: this file needs a newer psic")
         else:

@@ -17,5 +17,9 @@ class PsicModelError(PsicError, LookupError):
     """The weights a file needs are not available, or a weights file is invalid."""
 
 
-class PsicIntegrityError(PsicError):
-    """The entropy decoder desynchronised: the decoded latent does not match the digest stored in the file."""
+class PsicIntegrityError(PsicFormatError):
+    """The data passed its CRCs but not its content checks: the decoded latent does not match the digest stored in
+    the file (corrupt data, or an entropy decoder that desynchronised), or sealed metadata fails authentication.
+
+    A format error too, so code that handles invalid files handles these without knowing the difference.
+    """

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import unicodedata
+from pathlib import Path
 
 from .conditions import FULL
 from .container import Lock, PsicFile
@@ -28,18 +29,42 @@ Key = str | bytes
 
 
 def key_bytes(key: Key) -> bytes:
-    """Keys are bytes, or text taken as UTF-8 after Unicode NFC normalisation (so visually equal text matches)."""
+    """The bytes a key stands for; one rule for every source (``str``, ``bytes``, a key file, an environment
+    variable, a key provider), so the same text always opens the same file:
+
+    - text is UTF-8 after Unicode NFC normalisation (visually equal text matches);
+    - bytes that are UTF-8 text are that text, normalised the same way;
+    - other bytes are a binary key, used as they are.
+    """
     if isinstance(key, str):
-        try:
-            raw = unicodedata.normalize("NFC", key).encode("utf-8")
-        except UnicodeEncodeError:
-            raise PsicKeyError("the key is not valid Unicode text (pass bytes for binary keys)") from None
+        text = key
     elif isinstance(key, (bytes, bytearray, memoryview)):
-        raw = bytes(key)
+        try:
+            text = bytes(key).decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
     else:
         raise TypeError(f"a key is str or bytes, not {type(key).__name__}")
+    if text is None:
+        raw = bytes(key)
+    else:
+        try:
+            raw = unicodedata.normalize("NFC", text).encode("utf-8")
+        except UnicodeEncodeError:
+            raise PsicKeyError("the key is not valid Unicode text (pass bytes for binary keys)") from None
     if not raw:
         raise PsicKeyError("the key is empty")
+    return raw
+
+
+def read_key_file(path: str | os.PathLike) -> bytes:
+    """The key a key file holds: its bytes less a UTF-8 byte-order mark and one trailing line ending (LF or CRLF),
+    which text editors add; ``key_bytes`` then applies as for any key."""
+    raw = Path(path).read_bytes()
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    for ending in (b"\r\n", b"\n"):
+        if raw.endswith(ending):
+            return raw[: -len(ending)]
     return raw
 
 
@@ -52,9 +77,9 @@ def _check_parameters(lock: Lock):
         raise PsicFormatError("scrypt salt must be 8 to 64 bytes")
 
 
-def _master(key: Key, lock: Lock) -> bytes:
+def _master(raw_key: bytes, lock: Lock) -> bytes:
     _check_parameters(lock)
-    return hashlib.scrypt(key_bytes(key), salt=lock.salt, n=1 << lock.log2_n, r=lock.r, p=lock.p,
+    return hashlib.scrypt(raw_key, salt=lock.salt, n=1 << lock.log2_n, r=lock.r, p=lock.p,
                           maxmem=MAX_SCRYPT_MEMORY + (1 << 20), dklen=32)
 
 
@@ -71,17 +96,23 @@ def hkdf(master: bytes, label: bytes, length: int = 32) -> bytes:
 def new_lock(key: Key) -> tuple[Lock, bytes]:
     """A fresh lock for ``key`` and its master secret (for deriving further subkeys while encoding)."""
     lock = Lock(salt=os.urandom(SALT_BYTES), verifier=b"", log2_n=DEFAULT_LOG2_N, r=DEFAULT_R, p=DEFAULT_P)
-    master = _master(key, lock)
+    master = _master(key_bytes(key), lock)
     lock.verifier = hkdf(master, VERIFIER_LABEL)
     return lock, master
 
 
 def unlock(key: Key, lock: Lock) -> bytes:
     """The master secret if ``key`` opens ``lock``; ``PsicKeyError`` otherwise (constant-time comparison)."""
-    master = _master(key, lock)
-    if not hmac.compare_digest(hkdf(master, VERIFIER_LABEL), lock.verifier):
-        raise PsicKeyError("wrong key for this file")
-    return master
+    candidates = [key_bytes(key)]
+    # Until the rule above, bytes keys were used as given: UTF-8 bytes that normalisation changes (decomposed
+    # accents, as macOS writes them) must still open the files they locked then.
+    if not isinstance(key, str) and bytes(key) != candidates[0]:
+        candidates.append(bytes(key))
+    for raw_key in candidates:
+        master = _master(raw_key, lock)
+        if hmac.compare_digest(hkdf(master, VERIFIER_LABEL), lock.verifier):
+            return master
+    raise PsicKeyError("wrong key for this file")
 
 
 def access(f: PsicFile, key: Key | None, full: bool | None) -> tuple[str, bytes | None]:
