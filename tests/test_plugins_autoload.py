@@ -68,3 +68,32 @@ def test_imageio_and_pillow_save_lazily(crop, samples, random_weights, tmp_path)
     registered, shape = json.loads(out)
     assert registered == ["psic", ["psic"], False] and shape == [64, 96, 3]
     assert Image.open(tmp_path / "x.psic").info["psic"]["locked"]
+
+
+def test_lazily_other_files_import_no_psic_and_psic_content_is_found_by_signature(crop, samples, random_weights,
+                                                                                  tmp_path):
+    (tmp_path / "site").mkdir()
+    install_autoload(tmp_path / "site")
+    crop.save(tmp_path / "crop.png")
+    (tmp_path / "renamed.png").write_bytes(samples["locked"].data)
+    (tmp_path / "existing.psic").write_bytes(b"the previous version")
+    out = run_python(f"""
+        import json, site, sys
+        import numpy as np
+        site.addsitedir({str(tmp_path / "site")!r})
+        import imageio.v3 as iio
+        png = iio.imread({str(tmp_path / "crop.png")!r})
+        iio.imread(open({str(tmp_path / "crop.png")!r}, "rb").read())
+        psic_imported_by_png_reads = "psic_plugins" in sys.modules
+        np.save({str(tmp_path / "full.npy")!r}, iio.imread({str(tmp_path / "renamed.png")!r}, key={KEY!r}))
+        from PIL import Image
+        try:
+            Image.fromarray(png).save({str(tmp_path / "existing.psic")!r}, quality=0)
+        except ValueError as exc:
+            refused = str(exc)
+        print(json.dumps([psic_imported_by_png_reads, refused]))
+    """, random_weights)
+    psic_imported_by_png_reads, refused = json.loads(out)
+    assert not psic_imported_by_png_reads
+    np.testing.assert_array_equal(np.load(tmp_path / "full.npy"), samples["locked"].full)
+    assert "quality must be" in refused and (tmp_path / "existing.psic").read_bytes() == b"the previous version"

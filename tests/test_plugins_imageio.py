@@ -11,7 +11,8 @@ from imageio.config import known_extensions, known_plugins
 
 import psic_core
 import psic_plugins
-from psic_core.errors import PsicFormatError, PsicKeyError
+from psic_core import container
+from psic_core.errors import PsicFormatError, PsicIntegrityError, PsicKeyError
 from psic_plugins.imageio import PsicPlugin
 from plugins_fixtures import KEY, crop, samples  # noqa: F401  (fixtures)
 
@@ -167,3 +168,25 @@ def test_a_corrupt_psic_file_raises_a_format_error(samples, tmp_path, damage):
     (tmp_path / "x.psic").write_bytes(bytes(data))
     with pytest.raises(PsicFormatError, match="CRC"):
         iio.imread(tmp_path / "x.psic")
+
+
+def test_tile_data_altered_behind_valid_crcs_raises_a_format_error(samples, tmp_path):
+    f = container.read(samples["locked"].data)
+    f.tiles[0].latent_digest = bytes(b ^ 0xFF for b in f.tiles[0].latent_digest)
+    (tmp_path / "x.psic").write_bytes(container.serialize(f))  # serialize writes valid CRCs
+    with pytest.raises(PsicFormatError, match="digest") as caught:
+        iio.imread(tmp_path / "x.psic")
+    assert isinstance(caught.value, PsicIntegrityError)
+
+
+def test_a_psic_file_under_another_name_is_read_by_psic_with_its_key(samples, tmp_path, psic_calls):
+    renamed = tmp_path / "holiday.png"
+    renamed.write_bytes(samples["locked"].data)
+    np.testing.assert_array_equal(iio.imread(renamed, key=KEY), samples["locked"].full)
+    np.testing.assert_array_equal(iio.imread(renamed), samples["locked"].protected)
+    assert psic_calls == ["read", "read"]
+
+
+def test_quality_outside_the_installed_levels_is_refused(crop):
+    with pytest.raises(ValueError, match="quality must be an integer from 1 to 4.*not 95"):
+        iio.imwrite("<bytes>", np.asarray(crop), extension=".psic", quality=95)

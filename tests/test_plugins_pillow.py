@@ -11,7 +11,8 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 import psic_core
 import psic_plugins
-from psic_core.errors import PsicFormatError, PsicKeyError
+from psic_core import container
+from psic_core.errors import PsicFormatError, PsicIntegrityError, PsicKeyError, PsicModelError
 from psic_plugins.pillow import BrokenPsicImageError, PsicImageFile, UnidentifiedPsicImageError
 from plugins_fixtures import KEY, crop, run_python, samples  # noqa: F401  (fixtures)
 
@@ -237,3 +238,41 @@ def test_corrupt_image_data_fails_load_as_an_oserror(samples):
     with pytest.raises(BrokenPsicImageError, match="CRC") as caught:
         im.load()
     assert isinstance(caught.value, OSError) and isinstance(caught.value, PsicFormatError)
+
+
+def test_tile_data_altered_behind_valid_crcs_fails_load_as_an_oserror(samples):
+    f = container.read(samples["locked"].data)
+    f.tiles[0].latent_digest = bytes(b ^ 0xFF for b in f.tiles[0].latent_digest)
+    im = Image.open(io.BytesIO(container.serialize(f)))  # serialize writes valid CRCs
+    with pytest.raises(OSError, match="digest") as caught:
+        im.load()
+    assert isinstance(caught.value, PsicIntegrityError) and isinstance(caught.value, PsicFormatError)
+
+
+def test_wrong_keys_and_missing_weights_fail_load_as_oserrors_of_their_psic_class(samples):
+    im = Image.open(samples["locked"].path).unlock("wrong key")
+    with pytest.raises(PsicKeyError) as caught:
+        im.load()
+    assert isinstance(caught.value, OSError)
+    f = container.read(samples["open"].data)
+    f.header.model_sha256 = "cd" * 32
+    im = Image.open(io.BytesIO(container.serialize(f)))
+    with pytest.raises(PsicModelError, match="cd" * 32) as caught:
+        im.load()
+    assert isinstance(caught.value, OSError)
+
+
+def test_quality_outside_the_installed_levels_is_refused(crop):
+    with pytest.raises(ValueError, match="quality must be an integer from 1 to 4.*not 95"):
+        crop.save(io.BytesIO(), "PSIC", quality=95)
+
+
+@pytest.mark.parametrize("bad_option", [{"model": "no-such-weights"}, {"quality": 0}, {"text": {"": "x"}}])
+def test_a_failed_save_leaves_an_existing_file_untouched(crop, random_weights, tmp_path, bad_option):
+    for target, format in ((tmp_path / "x.psic", None), (tmp_path / "x.bin", "PSIC")):
+        target.write_bytes(b"the previous version")
+        with pytest.raises((psic_core.PsicModelError, ValueError)):
+            crop.save(target, format, **{"model": random_weights.name, **bad_option})
+        assert target.read_bytes() == b"the previous version"
+    crop.save(tmp_path / "x.psic", model=random_weights.name)  # and a save that works replaces it
+    assert psic_core.info(tmp_path / "x.psic")["width"] == crop.width

@@ -31,23 +31,79 @@ PTH_FILE = "psic_autoload.pth"
 
 
 def register_pillow_format(open_factory, save, accept) -> None:
-    """Register the PSIC format, its ``.psic`` extension and MIME type with Pillow (re-registering replaces)."""
+    """Register the PSIC format, its ``.psic`` extension and MIME type with Pillow (re-registering replaces), and
+    make saves to a PSIC path whole-or-nothing (``_save_psic_paths_whole``)."""
     from PIL import Image
 
     Image.register_open(FORMAT, open_factory, accept)
     Image.register_save(FORMAT, save)
     Image.register_extension(FORMAT, EXTENSION)
     Image.register_mime(FORMAT, MIME_TYPE)
+    _save_psic_paths_whole(Image)
+
+
+def _save_psic_paths_whole(Image) -> None:
+    """Wrap ``Image.Image.save`` (once) so that a PSIC save to a path encodes in memory before touching the file.
+
+    Pillow opens the target path, truncating it, before it calls a format's save handler, so a failed encode (a bad
+    option, missing weights) would leave an existing file empty. The wrapper runs Pillow's save into a buffer and
+    writes the file only once that succeeded. Saves in other formats, or to file objects, are Pillow's own.
+    """
+    import functools
+    import io
+    import os
+
+    pillow_save = Image.Image.save
+    if getattr(pillow_save, "psic_whole_file", False):
+        return
+
+    @functools.wraps(pillow_save)
+    def save(self, fp, format=None, **params):
+        if not isinstance(fp, (str, bytes, os.PathLike)):
+            return pillow_save(self, fp, format, **params)
+        extension = os.path.splitext(os.fsdecode(fp))[1].lower()
+        if (format.upper() if format else Image.EXTENSION.get(extension)) != FORMAT:
+            return pillow_save(self, fp, format, **params)
+        encoded = io.BytesIO()
+        pillow_save(self, encoded, FORMAT, **params)
+        with open(fp, "wb") as target:
+            target.write(encoded.getbuffer())
+
+    save.psic_whole_file = True
+    Image.Image.save = save
+
+
+def check_imageio_request(request) -> None:
+    """Raise imageio's ``InitializationError`` unless psic takes ``request``: reading data that starts with the
+    .psic signature, whatever its name, or writing to a ``.psic`` name."""
+    from imageio.core.request import InitializationError, IOMode
+
+    if request.mode.io_mode == IOMode.read:
+        if not _accept(request.firstbytes):
+            raise InitializationError("not a .psic file")
+    elif (request.extension or "").lower() != EXTENSION:
+        raise InitializationError(f"psic writes .psic files, not {request.extension or 'unnamed ones'}")
+
+
+def open_imageio_request(request, **kwargs):
+    """imageio's constructor for the ``psic`` plugin: decides from the request first, so that the requests psic
+    does not take (every other file, see ``register_imageio_plugin``) never import psic_plugins."""
+    check_imageio_request(request)
+    from psic_plugins.imageio import PsicPlugin
+
+    return PsicPlugin(request, **kwargs)
 
 
 def register_imageio_plugin() -> None:
-    """Register psic's imageio v3 plugin, first for ``.psic`` and first in imageio's fallback order (idempotent).
+    """Register psic's imageio v3 plugin, first for every extension and first in imageio's fallback order
+    (idempotent).
 
-    imageio imports the plugin class (``psic_plugins.imageio.PsicPlugin``) only when it first tries it.
+    imageio imports ``open_imageio_request`` from this module, and the plugin class
+    (``psic_plugins.imageio.PsicPlugin``) only for the requests psic takes.
     """
     from imageio.config import FileExtension, PluginConfig, known_extensions, known_plugins
 
-    config = PluginConfig(name=IMAGEIO_PLUGIN, class_name="PsicPlugin", module_name="psic_plugins.imageio")
+    config = PluginConfig(name=IMAGEIO_PLUGIN, class_name="open_imageio_request", module_name=__name__)
     # First in the fallback order as well: imageio tries plugins in this order for data without a known extension
     # (bytes, file objects). psic's check is one signature compare; behind Pillow, a .psic file would be read
     # through psic's Pillow format, but without imageio's key= option.
@@ -60,6 +116,11 @@ def register_imageio_plugin() -> None:
                           description="psic privacy-shielded image compression")
     previous = [e for e in known_extensions.get(EXTENSION, []) if e.priority != [IMAGEIO_PLUGIN]]
     known_extensions[EXTENSION] = [entry, *previous]
+    # and first for every other extension: a .psic file renamed photo.png is psic content, and only psic's plugin
+    # takes key=; for the files psic does not take this costs one signature compare
+    for formats in known_extensions.values():
+        if formats and IMAGEIO_PLUGIN not in formats[0].priority:
+            formats[0].priority.insert(0, IMAGEIO_PLUGIN)
 
 
 # --- the start-up hook ---------------------------------------------------------------------------------------

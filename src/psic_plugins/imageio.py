@@ -1,8 +1,9 @@
 """imageio v3 plugin ``psic``: ``iio.imread/imwrite/improps/immeta/imopen`` for .psic files.
 
-Registered first for the ``.psic`` extension and first in imageio's fallback order (``autoload.
-register_imageio_plugin``); anything that is not a .psic file raises ``InitializationError`` so that imageio goes
-on to its other plugins. ``properties`` and ``metadata`` read the header only (no model, no torch).
+Registered first for every extension and first in imageio's fallback order (``autoload.register_imageio_plugin``),
+so .psic content is read here whatever its name; anything that is not a .psic file raises ``InitializationError``
+(``autoload.check_imageio_request``) so that imageio goes on to its other plugins. ``properties`` and ``metadata``
+read the header only (no model, no torch).
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from imageio.core.request import URI_BYTES, InitializationError, IOMode, Request
+from imageio.core.request import URI_BYTES, IOMode, Request
 from imageio.core.v3_plugin_api import ImageProperties, PluginV3
 from PIL import Image
 
-from psic_core import codec, container
+from psic_core import codec
 
 from . import autoload, keys
 from .hookspecs import hookimpl
@@ -29,11 +30,7 @@ class PsicPlugin(PluginV3):
     def __init__(self, request: Request) -> None:
         # Decide before taking the request over: after an InitializationError imageio hands the same request to the
         # next plugin, and PluginV3.close(), run when this object is collected, would finish it.
-        if request.mode.io_mode == IOMode.read:
-            if not container.looks_like_psic(request.firstbytes):
-                raise InitializationError("not a .psic file")
-        elif (request.extension or "").lower() != autoload.EXTENSION:
-            raise InitializationError(f"psic writes .psic files, not {request.extension or 'unnamed ones'}")
+        autoload.check_imageio_request(request)
         super().__init__(request)
         self._written = False
         if request.mode.io_mode == IOMode.read:

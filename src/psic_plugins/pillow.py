@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from psic_core import codec, container
-from psic_core.errors import PsicFormatError
+from psic_core.errors import PsicError, PsicFormatError, PsicIntegrityError, PsicKeyError, PsicModelError
 from psic_core.lock import Key, key_bytes
 
 from . import autoload, keys
@@ -25,8 +25,35 @@ class UnidentifiedPsicImageError(PsicFormatError, UnidentifiedImageError):
     """``Image.open`` found the .psic signature but no valid header: both the core's and Pillow's error type."""
 
 
-class BrokenPsicImageError(PsicFormatError, OSError):
-    """``load`` found corrupt image data: a ``PsicFormatError`` and, like Pillow's broken-file errors, an OSError."""
+class PsicImageLoadError(PsicError, OSError):
+    """``load()`` failed. Every such failure is an ``OSError``, as Pillow's own decoding failures are (image code
+    catches ``OSError`` for "cannot read this image"), and also the psic error it came from (the subclasses below)."""
+
+
+class BrokenPsicImageError(PsicImageLoadError, PsicFormatError):
+    """Invalid or corrupt image data (``load`` or ``verify``): a ``PsicFormatError`` and an ``OSError``."""
+
+
+class PsicImageIntegrityError(BrokenPsicImageError, PsicIntegrityError):
+    """Image data that passed its CRCs but not the latent digest: a ``PsicIntegrityError`` and an ``OSError``."""
+
+
+class PsicImageKeyError(PsicImageLoadError, PsicKeyError):
+    """A wrong key for the file being loaded: a ``PsicKeyError`` and an ``OSError``."""
+
+
+class PsicImageModelError(PsicImageLoadError, PsicModelError):
+    """The weights the file needs are not installed: a ``PsicModelError`` and an ``OSError``."""
+
+
+#: the load error for each psic error, most specific first
+_LOAD_ERRORS = ((PsicIntegrityError, PsicImageIntegrityError), (PsicFormatError, BrokenPsicImageError),
+                (PsicKeyError, PsicImageKeyError), (PsicModelError, PsicImageModelError), (PsicError, PsicImageLoadError))
+
+
+def _load_error(exc: PsicError, filename) -> PsicImageLoadError:
+    error_class = next(load_error for psic_error, load_error in _LOAD_ERRORS if isinstance(exc, psic_error))
+    return error_class(f"{filename or 'image'}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +95,7 @@ class PsicImageFile(ImageFile.ImageFile):
     def unlock(self, key: Key) -> PsicImageFile:
         """Decode the full image with ``key`` when the pixels are loaded; returns the image (for chaining).
 
-        A wrong key raises ``PsicKeyError`` from ``load()``.
+        A wrong key raises ``PsicImageKeyError`` (a ``PsicKeyError`` and an ``OSError``) from ``load()``.
         """
         if self._im is not None:
             raise ValueError("unlock() must come before the pixels are loaded (they are decoded already)")
@@ -92,8 +119,8 @@ class PsicImageFile(ImageFile.ImageFile):
             key = keys.key_for(self._psic_info, self._psic_key, providers=_options.key_providers)
             load_codec_plugins()
             decoded = codec.render(psic_file, key=key)
-        except PsicFormatError as exc:
-            raise BrokenPsicImageError(f"{self.filename or 'image'}: {exc}") from exc
+        except PsicError as exc:
+            raise _load_error(exc, self.filename) from exc
         self.im = decoded.im  # decoded is a temporary: its pixels move over, no copy
         self.readonly = 0
         # with the key, the unsealed metadata (original EXIF, XMP, IPTC) replaces the public header fields
