@@ -276,3 +276,34 @@ def test_a_failed_save_leaves_an_existing_file_untouched(crop, random_weights, t
         assert target.read_bytes() == b"the previous version"
     crop.save(tmp_path / "x.psic", model=random_weights.name)  # and a save that works replaces it
     assert psic_core.info(tmp_path / "x.psic")["width"] == crop.width
+
+
+def test_an_animation_saves_its_current_frame_with_a_warning_and_save_all_is_refused(crop, random_weights, tmp_path):
+    frames = [crop.rotate(angle) for angle in (0, 180)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with Image.open(tmp_path / "anim.gif") as animation:
+        animation.seek(1)
+        with pytest.warns(UserWarning, match="2 frames.*only frame 2 is encoded"):
+            animation.save(tmp_path / "x.psic", model=random_weights.name)
+        expected = psic_core.encode(animation.convert("RGB"), model=random_weights.name)
+    assert (tmp_path / "x.psic").read_bytes() == expected
+    with pytest.raises(ValueError, match="holds one image"):
+        frames[0].save(tmp_path / "x.psic", save_all=True, append_images=frames[1:], model=random_weights.name)
+    assert (tmp_path / "x.psic").read_bytes() == expected
+
+
+def test_a_key_provider_key_follows_the_one_key_rule(crop, random_weights):
+    data = psic_core.encode(crop, model=random_weights.name, key="caf\u00e9")
+
+    class DecomposedBytes:  # the same text, as UTF-8 bytes of its decomposed form (how macOS may store it)
+        @psic_plugins.hookimpl
+        def psic_key_for(self):
+            return "cafe\u0301".encode()
+
+    provider = DecomposedBytes()
+    psic_plugins.pm.register(provider)
+    try:
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))),
+                                      psic_core.decode(data, key="caf\u00e9", output="numpy"))
+    finally:
+        psic_plugins.pm.unregister(provider)

@@ -56,6 +56,7 @@ def open_image(image: ImageInput) -> Image.Image:
         check_size(*opened.size)
         opened.load()
     except OSError as exc:
+        opened.close()
         raise PsicFormatError(f"cannot read the input image: {exc}") from None
     except BaseException:
         opened.close()

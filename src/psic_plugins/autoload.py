@@ -31,15 +31,22 @@ PTH_FILE = "psic_autoload.pth"
 
 
 def register_pillow_format(open_factory, save, accept) -> None:
-    """Register the PSIC format, its ``.psic`` extension and MIME type with Pillow (re-registering replaces), and
-    make saves to a PSIC path whole-or-nothing (``_save_psic_paths_whole``)."""
+    """Register the PSIC format, its ``.psic`` extension and MIME type with Pillow (re-registering replaces), refuse
+    multi-frame saves, and make saves to a PSIC path whole-or-nothing (``_save_psic_paths_whole``)."""
     from PIL import Image
 
     Image.register_open(FORMAT, open_factory, accept)
     Image.register_save(FORMAT, save)
     Image.register_extension(FORMAT, EXTENSION)
     Image.register_mime(FORMAT, MIME_TYPE)
+    Image.register_save_all(FORMAT, _refuse_save_all)
     _save_psic_paths_whole(Image)
+
+
+def _refuse_save_all(im, fp, filename):
+    # Pillow's handler for save_all=True or append_images: without one it fails with a bare KeyError
+    raise ValueError("a .psic file holds one image: save without save_all=True or append_images (the current frame "
+                     "is encoded)")
 
 
 def _save_psic_paths_whole(Image) -> None:
