@@ -107,3 +107,9 @@ def test_usage_errors_are_one_line_with_exit_code_2(capsys, png):
         code, _, err = run(capsys, *argv)
         assert code == EXIT_USAGE and err.count("\n") == 1 and err.startswith("psic: error: "), argv
 
+
+def test_a_decompression_bomb_is_one_error_line(capsys, png, random_weights, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 192 * 128 // 3)  # the photo is over twice the limit
+    code, _, err = run(capsys, "encode", png, "--model", random_weights.name)
+    assert code == EXIT_ERROR and err.count("\n") == 1 and err.startswith("psic: error: ")
+    assert "MAX_IMAGE_PIXELS" in err and not png.with_suffix(".psic").exists()
