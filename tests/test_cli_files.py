@@ -76,6 +76,11 @@ def test_a_missing_or_unusable_output_folder_fails_before_encoding(capsys, png, 
     assert code == EXIT_ERROR and err == f"psic: error: output folder {missing} does not exist\n"
     code, _, err = run(capsys, "encode", png, "-o", png / "x.psic")  # under a file
     assert code == EXIT_ERROR and err == f"psic: error: {png} is not a folder\n"
+    folder = png.parent / "named-like-a-file.psic"
+    folder.mkdir()
+    code, _, err = run(capsys, "encode", png, "-o", folder, "--force")
+    assert code == EXIT_ERROR and err == f"psic: error: {folder} is a folder, not a file\n"
+    folder.rmdir()
     assert sorted(p.name for p in png.parent.iterdir()) == [png.name]
 
 

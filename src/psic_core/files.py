@@ -14,11 +14,13 @@ _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
 
 def check_output(path: str | os.PathLike, *, replace: bool = False) -> Path:
     """Fail now if ``atomic_write(path, ..., replace=replace)`` would fail for a reason known now: ``path`` exists
-    (without ``replace``), or its folder is missing, not a folder or not writable.
+    (without ``replace``) or is a folder, or its folder is missing, not a folder or not writable.
 
     Called before any long work, so that a bad output fails at once and names the folder, not a temporary file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a file")
     if path.exists() and not replace:
         raise _exists_error(path)
     folder = path.parent
