@@ -21,7 +21,7 @@ def labels(tmp_path):
     ("train.minutes=0.05", "train.minutes must be a list of 2 values, one per stage in train.stages [1, 2], each "
                            "a number > 0 (e.g. [10.0, 40.0]), not 0.05"),
     ("train.lr=[1e-4]", "train.lr must be a list of 2 values"),
-    ("train.max_steps=[10, 2.5]", "each an integer >= 1"),
+    ("train.max_steps=[10, 2.5]", "each an integer >= 0"),
     ("train.stages=[3]", "train.stages must be one of [1], [2], [1, 2], not [3]"),
     ("train.stages=[True]", "train.stages must be one of"),
     ("train.crop=100", "train.crop must be a multiple of 64"),

@@ -206,7 +206,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         # per stage: wall clock minutes (counted across resumes), step cap, privacy share relative to
         # rate-distortion, learning rate
         "minutes": PerStage({1: 10.0, 2: 40.0}, Number(minimum=0, exclusive=True)),
-        "max_steps": PerStage({1: 10**9, 2: 10**9}, Integer(minimum=1)),
+        "max_steps": PerStage({1: 10**9, 2: 10**9}, Integer()),  # 0: export the start weights unchanged
         "beta": PerStage({1: 0.1, 2: 1.0}, Number(minimum=0)),
         "lr": PerStage({1: 1e-4, 2: 1e-4}, Number(minimum=0, exclusive=True)),
         "gamma": Number(minimum=0, default=1.0),  # weight of the full decoding's semantic-keeping term
