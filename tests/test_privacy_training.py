@@ -148,8 +148,23 @@ def test_continuing_psic_weights_keeps_their_history(labelled_folder, tiny_vlp, 
     (tmp_path / "b").mkdir()
     record = training_record(describe(train(second)))
     assert record["init"] == "hist-q1" and record["init_sha256"] == first_info.sha256
-    assert record["continues"]["init"] == "hist-rd-q1" and "continues" not in record["continues"]
+    assert record["continues"]["init"] == "hist-rd-q1"
+    assert record["continues"]["continues"] == {"script": "rd"}  # the rate-distortion init's record comes along
     assert base_init(record) == "hist-rd-q1"
+    totals = record["cumulative"]
+    assert totals["stage2"]["steps"] == 2 and set(totals) == {"stage2"}
+
+
+def test_bf16_channels_last_training_runs_and_records_its_compute(labelled_folder, tiny_vlp, tmp_path):
+    from psic_core.weights import training_record
+
+    cfg = config(labelled_folder, tiny_vlp, tmp_path, stages=[1, 2], max_steps=[2, 2], minutes=[60.0, 60.0],
+                 precision="bf16", channels_last=True)
+    record = training_record(describe(train(cfg)))
+    assert record["compute"]["precision"] == "bf16" and record["compute"]["channels_last"] is True
+    assert record["compute"]["device"] == "cpu" and record["steps"] == [2, 2]
+    assert [totals["steps"] for totals in record["cumulative"].values()] == [2, 2]
+    assert all(seconds > 0 for seconds in record["seconds"])
 
 
 def test_torchrun_trains_with_ddp_on_the_same_code_path(labelled_folder, tiny_vlp, tmp_path):

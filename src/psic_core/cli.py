@@ -35,17 +35,19 @@ DEMO_LABELS = ("animal", "coin", "food item", "hobby item", "holiday item", "hou
 
 
 def _vlp_readings(images: dict) -> dict[str, str] | None:
-    """Top-1 class of the bundled reference VLP for each image (None when its weights are not installed)."""
+    """Top-1 class of the bundled reference VLP for each image (None when its weights, or the ``train`` extra that
+    runs it, are not installed)."""
     import numpy as np
     import torch
 
     from .errors import PsicModelError
+    from .extras import MissingExtraError
     from .vlp import load_vlp
     from .vlp.zeroshot import class_embeddings
 
     try:
         vlp = load_vlp()
-    except (PsicModelError, OSError):
+    except (PsicModelError, MissingExtraError, OSError):
         return None
     with torch.no_grad():
         classes = class_embeddings(vlp, DEMO_LABELS)
@@ -193,10 +195,23 @@ def cmd_strip(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .weights import registry
+    from .weights import history, init_training_record, registry, training_record
 
     for w in registry.all():
         print(f"{w.name:<14} {w.backbone:<24} quality {w.quality or '-'}  {w.sha256[:16]}…  {w.path}")
+        if args.verbose:
+            record = training_record(w)
+            for stage, totals in history.cumulative(record, init_training_record).items():
+                hours = "?" if totals["seconds"] is None else f"{totals['seconds'] / 3600:.2f} h"
+                steps = "?" if totals["steps"] is None else totals["steps"]
+                print(f"    {stage:<7} {steps:>7} steps  {hours}")
+            for run in history.chain(record, init_training_record):
+                compute = run.get("compute") or {}
+                where = (f"{compute.get('precision', '?')} on {compute.get('device_name', '?')}" if compute
+                         else "compute not recorded")
+                trainer = str(run.get("trainer") or run.get("script") or "?").rsplit(".", 1)[-1]
+                print(f"    run: {trainer:<7} steps {json.dumps(run.get('steps'))}  from {run.get('init') or 'scratch'}"
+                      f"  ({where})")
     return 0
 
 
@@ -305,6 +320,8 @@ def build_parser(extend: Callable | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_strip)
 
     p = sub.add_parser("models", help="list installed weights")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also each one's training: cumulative steps and hours per stage, and every run of its chain")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train psic weights against a target VLP (see docs/training.md)",
@@ -341,19 +358,25 @@ def main(argv=None, extend: Callable | None = None) -> int:
     if argv[:1] == ["train"]:  # the trainer owns its options (argparse's REMAINDER would swallow none of them)
         argv = ["train", "--", *argv[1:]]
     args = build_parser(extend).parse_args(argv)
+    return run_command(lambda: args.func(args))
+
+
+def run_command(command: Callable[[], int | None], prog: str = "psic") -> int:
+    """``command()`` under the CLI's error handling: a failure prints one line on stderr and returns its exit code
+    instead of a traceback. The ``python -m`` trainers run their ``main`` through it too."""
     try:
-        return args.func(args)
+        return command() or 0
     except UsageError as exc:
-        print(f"psic: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except PsicKeyError as exc:
-        print(f"psic: key error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: key error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_KEY
     except (PsicError, OSError, ValueError) as exc:
-        print(f"psic: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("psic: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

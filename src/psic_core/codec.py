@@ -19,7 +19,7 @@ from . import container, lock, metadata
 from .conditions import CONDITION_VALUES, DEFAULT_CONDITION
 from .container import Header, PsicFile, Tile
 from .errors import PsicFormatError, PsicIntegrityError, PsicModelError
-from .weights import WeightsInfo, load_model, registry
+from .weights import WeightsInfo, decodes_sha256, load_model, registry
 
 #: pixels per tile side; 768x512 photos are one tile, larger ones are split so memory stays bounded
 DEFAULT_TILE = 1024
@@ -222,7 +222,7 @@ def weights_for(f: PsicFile, model: str | os.PathLike | None = None) -> WeightsI
     if model is None:
         return registry.by_sha256(wanted, f.header.model_name)
     info = registry.find(model)
-    if info.sha256 != wanted:
+    if info.sha256 != wanted and wanted not in decodes_sha256(info):
         raise PsicModelError(
             f"this file was made with the weights {f.header.model_name} (SHA-256 {wanted}), not {info.name} "
             f"(SHA-256 {info.sha256})"

@@ -383,12 +383,14 @@ def main(argv=None, prog: str = PROG) -> int:
         return 0
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from psic_core.errors import PsicError
+    from psic_core.extras import require
 
     existing = [path for path in (args.out, assets_dir(args.out) / "results.json") if path.exists()]
     if existing and not args.force:  # checked before a run of minutes
         print(f"{prog}: error: {existing[0]} exists; use --force to replace it", file=sys.stderr)
         return 1
     try:
+        require("eval", prog)
         result = run(args, argv, prog)
     except (PsicError, FileNotFoundError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -32,6 +32,12 @@ def condition_tensor(condition: str, device=None) -> torch.Tensor:
     return torch.tensor([value], device=device)
 
 
+def float32_entropy(x: torch.Tensor):
+    """Hyperprior and entropy models run in float32 even under a bf16 autocast: a bf16 latent keeps 8 bits of
+    mantissa, too coarse for its likelihoods (and the rate term they give)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def symbols_digest(symbols: torch.Tensor) -> bytes:
     """SHA-256 (first 16 bytes) of the integer latent symbols, shape included."""
     ints = symbols.detach().to("cpu", torch.int32).contiguous()

@@ -7,7 +7,7 @@ import torch
 from compressai.models import MeanScaleHyperprior, ScaleHyperprior
 from compressai.ops import quantize_ste
 
-from .base import ConditionalCodec
+from .base import ConditionalCodec, float32_entropy
 from .registry import register_backbone
 
 
@@ -23,9 +23,11 @@ class PsicScaleHyperprior(ConditionalCodec, ScaleHyperprior):
 
     def forward_latent(self, x):
         y = self.g_a(x)
-        z = self.h_a(torch.abs(y))
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        _, y_likelihoods = self.gaussian_conditional(y, self._scales(z_hat))
+        with float32_entropy(y):
+            y = y.float()
+            z = self.h_a(torch.abs(y))
+            z_hat, z_likelihoods = self.entropy_bottleneck(z)
+            _, y_likelihoods = self.gaussian_conditional(y, self._scales(z_hat))
         # straight-through rounding: the synthesis trains on the latent it will really receive
         return quantize_ste(y), {"y": y_likelihoods, "z": z_likelihoods}
 
@@ -59,11 +61,13 @@ class PsicMeanScaleHyperprior(ConditionalCodec, MeanScaleHyperprior):
 
     def forward_latent(self, x):
         y = self.g_a(x)
-        z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        scales, means = self._scales_means(z_hat)
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        return quantize_ste(y - means) + means, {"y": y_likelihoods, "z": z_likelihoods}
+        with float32_entropy(y):
+            y = y.float()
+            z = self.h_a(y)
+            z_hat, z_likelihoods = self.entropy_bottleneck(z)
+            scales, means = self._scales_means(z_hat)
+            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+            return quantize_ste(y - means) + means, {"y": y_likelihoods, "z": z_likelihoods}
 
     def compress_latent(self, x):
         y = self.g_a(x)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.base import ConditionalCodec
+from .device import DEFAULT_CHANNELS_LAST, DEFAULT_COMPILE, DEFAULT_PRECISION, PRECISIONS
 from .pairs import BATCHING
 from .uaeo import CONFIDENT_LOSSES
 
@@ -224,6 +225,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "seed": Integer(default=0),
         "threads": Integer(default=0),  # torch threads (0: torch's default)
         "device": Device("auto"),
+        "precision": Text(DEFAULT_PRECISION, PRECISIONS),  # "bf16": autocast, entropy models in float32 (device.py)
+        "channels_last": Flag(DEFAULT_CHANNELS_LAST),  # NHWC activations
+        "compile": Flag(DEFAULT_COMPILE),  # torch.compile the training forward
     },
     "output": {
         "out": Text(""),  # the exported weights (.safetensors)
@@ -231,6 +235,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "quality": Integer(default=0),  # quality level stored in the weights (0: none)
         "checkpoint": Text(""),
         "log": Text(""),  # CSV of the loss terms per step
+        "half": Flag(False),  # store float16 outside the entropy path (weights.storage_state): about 0.7x the size
     },
 }
 

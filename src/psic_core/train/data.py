@@ -22,16 +22,19 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 class RandomCropImages:
-    """Photos of at least ``crop`` pixels on each side, sampled as random crops with random horizontal flips."""
+    """Photos of at least ``crop`` pixels on each side, sampled as random crops with random horizontal flips.
 
-    def __init__(self, folder: str | Path, crop: int, seed: int = 0):
+    The decoded photos (uint8) live on ``device``: on a GPU a batch is cut, flipped and converted there, so the
+    host only draws the random offsets and the transfer is the photos once, not every batch."""
+
+    def __init__(self, folder: str | Path, crop: int, seed: int = 0, device: torch.device | str = "cpu"):
         self.crop = crop
         self.images: list[torch.Tensor] = []
         for path in list_images(folder):
             with Image.open(path) as im:
                 rgb = im.convert("RGB")
             if min(rgb.size) >= crop:
-                self.images.append(torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1))
+                self.images.append(torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).to(device))
         if not self.images:
             raise ValueError(f"no image in {folder} is at least {crop} px on both sides")
         self.generator = torch.Generator().manual_seed(seed)

@@ -95,14 +95,16 @@ def read_labels(path: str | Path, split: str | None, templates=TEMPLATES) -> lis
 
 
 class CaptionedImages:
-    def __init__(self, items: list[Sample], crop: int, seed: int = 0, batching: str = "mixed"):
+    def __init__(self, items: list[Sample], crop: int, seed: int = 0, batching: str = "mixed",
+                 device: torch.device | str = "cpu"):
+        """``device``: where the decoded images live and batches are cut (as ``data.RandomCropImages``)."""
         if not items:
             raise ValueError("no (image, caption) pairs: give a captions JSONL and/or a labels CSV with samples")
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, not {batching!r}")
         self.crop = crop
         self.batching = batching
-        self.pairs = [Pair(_load(sample.path, crop * 9 // 8), sample) for sample in items]
+        self.pairs = [Pair(_load(sample.path, crop * 9 // 8).to(device), sample) for sample in items]
         groups: dict[str, list[int]] = {}
         for index, pair in enumerate(self.pairs):
             groups.setdefault(pair.sample.source, []).append(index)

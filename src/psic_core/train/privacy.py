@@ -21,13 +21,10 @@ DistributedDataParallel on every process (same code path; rank 0 logs, checkpoin
 from __future__ import annotations
 
 import argparse
-import ast
-import copy
 import csv
 import math
 import os
 import time
-import tomllib
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -37,69 +34,15 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ..models import build_backbone  # noqa: E402
-from ..weights import instantiate, registry, save_weights, training_record  # noqa: E402
+from ..weights import (  # noqa: E402
+    ENTROPY_MODELS, ENTROPY_PATH, decodes_sha256, history, init_training_record, instantiate, registry, save_weights, training_record)
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .config import check_ready, load_config  # noqa: E402
 from .data import RandomCropImages  # noqa: E402
+from .device import Compute, resolve_device  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
 from .pairs import CaptionedImages, PairBatch, read_captions, read_labels  # noqa: E402
-from .uaeo import CONFIDENT_LOSSES, candidate_sets, split_pairs, uaeo_losses, weighted_sum  # noqa: E402
-
-LABEL_CANDIDATES = ("batch", "source")
-
-DEFAULTS: dict[str, dict] = {
-    "data": {"captions": "", "labels": "", "images": "", "split": "train"},
-    "model": {"init": "", "backbone": "mean-scale-hyperprior", "N": 64, "M": 96,
-              "cltg_scales": False},  # CLTG gains as well as biases (grown onto init weights that lack them)
-    "vlp": {"name": "refclip-s", "pretrained": ""},  # pretrained: open_clip tag or local file, for open_clip:NAME
-    "train": {
-        "stages": [1, 2],
-        "minutes": [10.0, 40.0],  # per stage, wall clock, counted across resumes
-        "max_steps": [10**9, 10**9],
-        "beta": [0.1, 1.0],  # privacy share relative to rate-distortion, per stage
-        "lr": [1e-4, 1e-4],
-        "gamma": 1.0,  # weight of the full decoding's semantic-keeping term
-        "lmbda": 0.025,
-        "batch": 8,
-        "photo_batch": 0,  # extra rate-distortion-only crops per step from data.images
-        "crop": 128,
-        "batching": "mixed",  # "source": every batch from one source (its labels compete in zero-shot)
-        "label_candidates": "batch",  # a labelled pair's UAEO candidates: the batch's captions, or "source" (its
-        # source's class prompts, as zero-shot classification compares)
-        "confident": "cosine",  # confident pairs' term: the paper's cosine, or "centred" on the candidates
-        "threshold": "median",  # UAEO uncertainty split: a value in (0, 1] or the batch median
-        "temperature": 1.0,  # softness of the least-likely-caption labels
-        "seed": 0,
-        "threads": 0,
-        "device": "auto",
-    },
-    "output": {"out": "", "name": "", "quality": 0, "checkpoint": "", "log": ""},
-}
-
-
-def load_config(path: str | None, overrides: list[str]) -> dict:
-    """Defaults, then the TOML file, then ``section.key=value`` overrides (values parsed as Python literals)."""
-    config = copy.deepcopy(DEFAULTS)
-    if path:
-        with open(path, "rb") as f:
-            for section, values in tomllib.load(f).items():
-                if section not in config:
-                    raise ValueError(f"{path}: unknown section [{section}] (known: {', '.join(config)})")
-                config[section].update(values)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or section not in config:
-            raise ValueError(f"override {item!r} must look like section.key=value")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        config[section][name] = value
-    unknown = {f"{s}.{k}" for s in config for k in config[s] if k not in DEFAULTS[s]}
-    if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    return config
-
+from .uaeo import candidate_sets, split_pairs, uaeo_losses, weighted_sum  # noqa: E402
 
 def freeze_for_stage(model, stage: int) -> list[torch.nn.Parameter]:
     """Stage 1: every weight trains. Stage 2: only the synthesis transform (with CLTG)."""
@@ -116,10 +59,10 @@ class DistributedContext:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-        self.device = torch.device(f"cuda:{local}" if cuda else "cpu")
-        if cuda:
-            torch.cuda.set_device(self.device)
+        self.device = resolve_device(device)
+        cuda = self.device.type == "cuda"
+        if cuda and self.world > 1 and device in ("auto", "cuda"):
+            self.device = torch.device(f"cuda:{local}")  # one GPU per torchrun process
         if self.world > 1:
             torch.distributed.init_process_group("nccl" if cuda else "gloo")
 
@@ -154,10 +97,13 @@ def build_model(config: dict):
 
 
 def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg: dict, beta: float,
-                 text_cache: dict) -> dict[str, torch.Tensor]:
+                 text_cache: dict, compute: Compute) -> dict[str, torch.Tensor]:
+    """The loss terms of one step. Under bf16 the codec and the VLP's image tower run in autocast; the embeddings
+    come back to float32 before any loss."""
     x = pairs.images
     batch = x if photos is None else torch.cat([x, photos])
-    out = model(batch)
+    with compute.autocast():
+        out = model(batch)
     terms = rate_distortion(out, batch, cfg["lmbda"])
     n = x.shape[0]
     competitors = pairs.competitors if cfg["label_candidates"] == "source" else [None] * n
@@ -169,15 +115,17 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
     text = torch.stack([text_cache[t] for t in texts])
     scale = vlp.logit_scale
     with torch.no_grad():
-        original = vlp.encode_image(x)
+        with compute.autocast():
+            original = vlp.encode_image(x).float()
         split = split_pairs(scale * original @ text.t(), cfg["threshold"], cfg["temperature"], mask, positives)
-    protected = vlp.encode_image(out["x_hat"]["protect"][:n])
+    with compute.autocast():
+        protected = vlp.encode_image(out["x_hat"]["protect"][:n]).float()
+        full = vlp.encode_image(out["x_hat"]["full"][:n]).float()
     terms.update(uaeo_losses(protected, text, scale, split, cfg["confident"]))
     with torch.no_grad():  # live readout: the share of pairs whose protected decoding the VLP no longer matches
         ranked = (protected @ text.t()).masked_fill(~split.mask, -torch.inf)
         terms["fooled"] = (ranked.argmax(dim=1) != split.positives).float().mean()
     privacy = weighted_sum({k: terms[k] for k in ("uaeo_confident", "uaeo_uncertain")})
-    full = vlp.encode_image(out["x_hat"]["full"][:n])
     terms["keep_full"] = (1 - F.cosine_similarity(full, original)).mean()
     balance = terms["loss"].detach().abs() / privacy.detach().abs().clamp_min(1e-8)
     terms["privacy"] = privacy
@@ -187,8 +135,11 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
 
 
 def train(config: dict) -> Path | None:
+    """Train as ``config`` (from ``load_config``) says; returns the exported weights' path (None without output.out)."""
+    check_ready(config)
     cfg, out_cfg = config["train"], config["output"]
     ctx = DistributedContext(cfg["device"])
+    compute = Compute.create(str(ctx.device), cfg["precision"], cfg["channels_last"], cfg["compile"])
     torch.manual_seed(cfg["seed"] + ctx.rank)
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
@@ -198,17 +149,16 @@ def train(config: dict) -> Path | None:
         items += read_captions(data_cfg["captions"], data_cfg["split"] or None)
     if data_cfg["labels"]:
         items += read_labels(data_cfg["labels"], data_cfg["split"] or None)
-    for key, allowed in (("label_candidates", LABEL_CANDIDATES), ("confident", CONFIDENT_LOSSES)):
-        if cfg[key] not in allowed:
-            raise ValueError(f"train.{key} must be one of {', '.join(allowed)}, not {cfg[key]!r}")
-    pairs = CaptionedImages(items, cfg["crop"], seed=cfg["seed"] + ctx.rank, batching=cfg["batching"])
-    photos = RandomCropImages(data_cfg["images"], cfg["crop"], cfg["seed"] + ctx.rank) if data_cfg["images"] else None
+    pairs = CaptionedImages(items, cfg["crop"], seed=cfg["seed"] + ctx.rank, batching=cfg["batching"],
+                            device=compute.device)
+    photos = (RandomCropImages(data_cfg["images"], cfg["crop"], cfg["seed"] + ctx.rank, device=compute.device)
+              if data_cfg["images"] else None)
 
     from ..vlp import load_vlp
 
     vlp = load_vlp(config["vlp"]["name"], pretrained=config["vlp"]["pretrained"] or None).frozen().to(ctx.device)
     model, init_info = build_model(config)
-    model.to(ctx.device)
+    model = compute.model(model)
     checkpoint = Path(out_cfg["checkpoint"]) if out_cfg["checkpoint"] else None
     progress = {"stage_index": 0, "step": 0, "seconds": 0.0}
     log_file = open(out_cfg["log"], "a", newline="") if out_cfg["log"] and ctx.main else None
@@ -228,6 +178,7 @@ def train(config: dict) -> Path | None:
             load_checkpoint(checkpoint, model, optimizers)  # resume this stage's optimiser moments
         ddp = ctx.wrap(model, find_unused=stage == 1)
         ddp.train()
+        forward = compute.forward(ddp)
         budget = cfg["minutes"][index] * 60
         bar = tqdm(total=int(budget), initial=int(progress["seconds"]), unit="s", desc=f"stage {stage}",
                    disable=not ctx.main)
@@ -237,9 +188,9 @@ def train(config: dict) -> Path | None:
             for group in optimizer.param_groups:
                 group["lr"] = cfg["lr"][index] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction)))
             drawn = pairs.batch(cfg["batch"])
-            drawn = drawn._replace(images=drawn.images.to(ctx.device))
-            extra = photos.batch(cfg["photo_batch"]).to(ctx.device) if photos and cfg["photo_batch"] else None
-            terms = privacy_step(ddp, vlp, drawn, extra, cfg, cfg["beta"][index], text_cache)
+            drawn = drawn._replace(images=compute.batch(drawn.images))
+            extra = compute.batch(photos.batch(cfg["photo_batch"])) if photos and cfg["photo_batch"] else None
+            terms = privacy_step(forward, vlp, drawn, extra, cfg, cfg["beta"][index], text_cache, compute)
             for opt in optimizers.values():
                 opt.zero_grad()
             terms["loss"].backward()
@@ -253,36 +204,42 @@ def train(config: dict) -> Path | None:
             now = time.monotonic()
             progress["seconds"] = now - started
             bar.update(int(progress["seconds"]) - bar.n)
-            row = {"stage": stage, "step": progress["step"], "seconds": round(progress["seconds"], 1)}
-            row |= {k: round(v.item(), 6) for k, v in terms.items()}
-            if progress["step"] % 10 == 0:
+            if progress["step"] % compute.log_every == 0:
+                row = {"stage": stage, "step": progress["step"], "seconds": round(progress["seconds"], 1)}
+                row |= {k: round(v.item(), 6) for k, v in terms.items()}
                 bar.set_postfix({k: row[k] for k in ("loss", "bpp", "mse_protect", "fooled", "keep_full")})
-            if log_file:
-                writer = writer or csv.DictWriter(log_file, fieldnames=list(row))
-                if log_file.tell() == 0:
-                    writer.writeheader()
-                writer.writerow(row)
+                if log_file:
+                    writer = writer or csv.DictWriter(log_file, fieldnames=list(row))
+                    if log_file.tell() == 0:
+                        writer.writeheader()
+                    writer.writerow(row)
             if checkpoint and ctx.main and now - last_save > 300:
                 save_checkpoint(checkpoint, model, optimizers, progress)
                 last_save = now
         bar.close()
         progress = {"stage_index": index + 1, "step": 0, "seconds": 0.0,
-                    "stage_steps": progress.get("stage_steps", []) + [progress["step"]]}
+                    "stage_steps": progress.get("stage_steps", []) + [progress["step"]],
+                    "stage_seconds": progress.get("stage_seconds", []) + [round(progress["seconds"], 1)]}
         if checkpoint and ctx.main:
             save_checkpoint(checkpoint, model, optimizers, progress)
     result = None
     if ctx.main and out_cfg["out"]:
+        model = model.cpu().to(memory_format=torch.contiguous_format)
         model.update(force=True)
-        training = {"trainer": "psic_core.train.privacy", "vlp": config["vlp"]["name"], "train": cfg,
-                    "steps": progress.get("stage_steps"), "init": init_info.name if init_info else None}
+        run = {"trainer": "psic_core.train.privacy", "vlp": config["vlp"]["name"], "train": cfg,
+               "steps": progress.get("stage_steps"), "seconds": progress.get("stage_seconds"),
+               "compute": compute.describe(), "init": init_info.name if init_info else None}
         if init_info:
-            training["init_sha256"] = init_info.sha256
-            previous = training_record(init_info)
-            if previous.get("trainer") == training["trainer"]:
-                training["continues"] = previous  # more PSIC training on PSIC weights: keep their history
+            run["init_sha256"] = init_info.sha256
+        previous = (training_record(init_info) or None) if init_info else None
+        training = history.extend(previous, run, init_training_record)  # the init's whole chain comes along
+        # stage 2 leaves analysis, hyperprior and entropy models as they were: files made with the init still
+        # decode with these weights, and the weights say so (weights.DECODES_KEY)
+        decodes = [init_info.sha256, *decodes_sha256(init_info)] if init_info and stages == [2] else []
         result = Path(out_cfg["out"])
-        save_weights(model.eval().cpu(), result, name=out_cfg["name"] or result.stem,
-                     quality=out_cfg["quality"] or None, extra={"training": training})
+        save_weights(model.eval(), result, name=out_cfg["name"] or result.stem, quality=out_cfg["quality"] or None,
+                     extra={"training": training}, half=out_cfg["half"], decodes=decodes,
+                     keep_float32=ENTROPY_PATH if decodes else ENTROPY_MODELS)
     ctx.close()
     return result
 

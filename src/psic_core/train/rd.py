@@ -17,6 +17,7 @@ import argparse
 import csv
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -26,9 +27,11 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ..models import build_backbone  # noqa: E402
-from ..weights import instantiate, registry, save_weights  # noqa: E402
+from ..weights import history, init_training_record, instantiate, registry, save_weights, training_record  # noqa: E402
 from .data import RandomCropImages  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .config import CROP_MULTIPLE, Integer, Number, argument, prepare_output_files  # noqa: E402
+from .device import DEFAULT_CHANNELS_LAST, DEFAULT_COMPILE, DEFAULT_PRECISION, DEVICES, PRECISIONS, Compute  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
 
 
@@ -39,38 +42,71 @@ def split_parameters(model):
     return main, aux
 
 
+def rd_step(model, x: torch.Tensor, lmbda: float, optimizer, aux_optimizer, main_params, compute: Compute,
+            forward=None) -> dict:
+    """One optimisation step of the rate-distortion loss (and of the auxiliary quantile loss); ``forward`` is
+    ``compute.forward(model)`` when compiled."""
+    with compute.autocast():
+        terms = rate_distortion((model if forward is None else forward)(x), x, lmbda)
+    optimizer.zero_grad()
+    aux_optimizer.zero_grad()
+    terms["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+    optimizer.step()
+    terms["aux"] = model.aux_loss()
+    terms["aux"].backward()
+    aux_optimizer.step()
+    return terms
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder of training photos")
     parser.add_argument("--backbone", default="mean-scale-hyperprior")
     parser.add_argument("--init", help="start from these weights (registered name or .safetensors path); "
                         "their backbone and N/M replace --backbone/--N/--M")
-    parser.add_argument("--N", type=int, default=64)
-    parser.add_argument("--M", type=int, default=96)
-    parser.add_argument("--lmbda", type=float, required=True, help="rate-distortion trade-off (CompressAI scale)")
+    parser.add_argument("--N", type=argument(Integer(minimum=1)), default=64)
+    parser.add_argument("--M", type=argument(Integer(minimum=1)), default=96)
+    parser.add_argument("--lmbda", type=argument(Number(minimum=0, exclusive=True)), required=True,
+                        help="rate-distortion trade-off (CompressAI scale)")
     parser.add_argument("--name", required=True, help="weights name stored in the metadata")
-    parser.add_argument("--quality", type=int)
+    parser.add_argument("--quality", type=argument(Integer(minimum=1)))
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--checkpoint", type=Path, help="resume from / save to this file (outside git)")
-    parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget, counted across resumes")
-    parser.add_argument("--max-steps", type=int, default=10**9)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log", type=Path, help="CSV log of the loss terms")
+    parser.add_argument("--minutes", type=argument(Number(minimum=0, exclusive=True)), default=45.0,
+                        help="wall-clock budget, counted across resumes")
+    parser.add_argument("--max-steps", type=argument(Integer()), default=10**9,
+                        help="step budget (0: export the start weights unchanged)")
+    parser.add_argument("--batch", type=argument(Integer(minimum=1)), default=8)
+    parser.add_argument("--crop", type=argument(Integer(multiple=CROP_MULTIPLE)), default=128)
+    parser.add_argument("--lr", type=argument(Number(minimum=0, exclusive=True)), default=2e-4)
+    parser.add_argument("--threads", type=argument(Integer()), default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--seed", type=argument(Integer()), default=0)
+    parser.add_argument("--log", type=Path, help="CSV log of the loss terms (every step; every 10 on a GPU)")
+    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: CUDA if available)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help="bf16: transforms under bfloat16 autocast, entropy models float32 (train/device.py)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DEFAULT_CHANNELS_LAST,
+                        help="NHWC activations")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=DEFAULT_COMPILE,
+                        help="torch.compile the training forward")
+    parser.add_argument("--half", action="store_true", help="export float16 outside the entropy path (about 0.7x "
+                        "the size; weights.storage_state)")
     args = parser.parse_args(argv)
+    prepare_output_files([args.out, args.checkpoint, args.log])
 
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = RandomCropImages(args.data, args.crop, seed=args.seed)
+    compute = Compute.create(args.device, args.precision, args.channels_last, args.compile)
+    data = RandomCropImages(args.data, args.crop, seed=args.seed, device=compute.device)
     if args.init:
         info = registry.find(args.init)
-        model, init_name = instantiate(info), info.name
+        model, previous = instantiate(info), training_record(info) or None
+        init = {"init": info.name, "init_sha256": info.sha256}
     else:
-        model, init_name = build_backbone(args.backbone, N=args.N, M=args.M), None
+        model, previous, init = build_backbone(args.backbone, N=args.N, M=args.M), None, {"init": None}
+    model = compute.model(model)
     main_params, aux_params = split_parameters(model)
     optimizer = torch.optim.Adam(main_params, lr=args.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
@@ -85,47 +121,45 @@ def main(argv=None):
     bar = tqdm(total=int(budget), initial=int(progress["seconds"]), unit="s", desc=args.name)
     started, last_save = time.monotonic() - progress["seconds"], time.monotonic()
     model.train()
+    forward = compute.forward(model)
     while progress["seconds"] < budget and progress["step"] < args.max_steps:
         # cosine decay over the time budget, to a tenth of the initial rate
         fraction = progress["seconds"] / budget
         for group in optimizer.param_groups:
             group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction)))
-        x = data.batch(args.batch)
-        terms = rate_distortion(model(x), x, args.lmbda)
-        optimizer.zero_grad()
-        aux_optimizer.zero_grad()
-        terms["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(main_params, 1.0)
-        optimizer.step()
-        aux_loss = model.aux_loss()
-        aux_loss.backward()
-        aux_optimizer.step()
+        terms = rd_step(model, compute.batch(data.batch(args.batch)), args.lmbda, optimizer, aux_optimizer,
+                        main_params, compute, forward)
         progress["step"] += 1
         now = time.monotonic()
         bar.update(int(now - started) - bar.n)
         progress["seconds"] = now - started
-        row = {"step": progress["step"], "seconds": round(progress["seconds"], 1)}
-        row |= {k: round(v.item(), 6) for k, v in terms.items()} | {"aux": round(aux_loss.item(), 3)}
-        if progress["step"] % 10 == 0:
+        if progress["step"] % compute.log_every == 0:
+            row = {"step": progress["step"], "seconds": round(progress["seconds"], 1)}
+            row |= {k: round(v.item(), 6) for k, v in terms.items()}
             bar.set_postfix({k: row[k] for k in ("loss", "bpp", "mse_full", "mse_protect")})
-        if log:
-            writer = writer or csv.DictWriter(log, fieldnames=list(row))
-            if log.tell() == 0:
-                writer.writeheader()
-            writer.writerow(row)
+            if log:
+                writer = writer or csv.DictWriter(log, fieldnames=list(row))
+                if log.tell() == 0:
+                    writer.writeheader()
+                writer.writerow(row)
         if args.checkpoint and now - last_save > 300:
             save_checkpoint(args.checkpoint, model, optimizers, progress)
             last_save = now
     bar.close()
     if args.checkpoint:
         save_checkpoint(args.checkpoint, model, optimizers, progress)
+    model = model.cpu().to(memory_format=torch.contiguous_format)
     model.update(force=True)
-    training = {"script": "psic_core.train.rd", "lmbda": args.lmbda, "steps": progress["step"],
-                "batch": args.batch, "crop": args.crop, "data": Path(args.data).name, "seed": args.seed,
-                "init": init_name}
-    save_weights(model.eval(), args.out, name=args.name, quality=args.quality, extra={"training": training})
+    run = {"trainer": "psic_core.train.rd", "lmbda": args.lmbda, "steps": progress["step"],
+           "seconds": round(progress["seconds"], 1), "batch": args.batch, "crop": args.crop,
+           "data": Path(args.data).name, "seed": args.seed, "lr": args.lr, "compute": compute.describe()} | init
+    training = history.extend(previous, run, init_training_record)
+    save_weights(model.eval(), args.out, name=args.name, quality=args.quality, extra={"training": training},
+                 half=args.half)
     print(f"wrote {args.out} after {progress['step']} steps")
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run_command
+
+    sys.exit(run_command(main, prog="python -m psic_core.train.rd"))

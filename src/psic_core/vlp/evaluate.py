@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -72,4 +73,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run_command
+
+    sys.exit(run_command(main, prog="python -m psic_core.vlp.evaluate"))

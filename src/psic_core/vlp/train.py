@@ -17,6 +17,7 @@ import argparse
 import csv
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,9 @@ from ..train.config import Integer, Number, argument, prepare_output_files  # no
 from .adapter import TargetVLP, resize  # noqa: E402
 from .augment import augment  # noqa: E402
 from .data import CaptionedImage, LabelledImage, open_rgb, read_captioned, read_labelled, to_tensor  # noqa: E402
-from .files import save_vlp  # noqa: E402
+from ..train.device import DEFAULT_PRECISION, DEVICES, PRECISIONS, Compute  # noqa: E402
+from ..weights import history  # noqa: E402
+from .files import describe_vlp_file, load_vlp_file, save_vlp  # noqa: E402
 from .prompts import prompts  # noqa: E402
 
 #: exported files must stay small enough to ship inside the package
@@ -73,7 +76,7 @@ class PairedImages:
 def contrastive_loss(image_emb, text_emb, logit_scale, keys: list[str]):
     """Symmetric InfoNCE where every pair with the same key is a positive (targets spread evenly over them)."""
     logits = logit_scale * image_emb @ text_emb.T
-    ids = torch.tensor([keys.index(k) for k in keys])
+    ids = torch.tensor([keys.index(k) for k in keys], device=logits.device)
     positives = (ids[:, None] == ids[None, :]).float()
     targets = positives / positives.sum(1, keepdim=True)
     loss = -(targets * F.log_softmax(logits, 1)).sum(1).mean() - (targets * F.log_softmax(logits.T, 1)).sum(1).mean()
@@ -107,6 +110,11 @@ def main(argv=None):
     parser.add_argument("--warmup", type=argument(Integer(minimum=1)), default=100, help="linear warm-up steps")
     parser.add_argument("--threads", type=argument(Integer(minimum=1)), default=1, help="torch threads")
     parser.add_argument("--seed", type=argument(Integer()), default=0)
+    parser.add_argument("--init", type=Path, help="continue these exported VLP weights (.safetensors) instead of a "
+                        "fresh --model (their open_clip config wins)")
+    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: CUDA if available)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help="bf16: both towers under bfloat16 autocast, the contrastive loss in float32")
     args = parser.parse_args(argv)
     # the indexes before the model is built and the images are read: a wrong --data fails at once
     labelled, captioned = read_labelled(args.data, "train"), read_captioned(args.data, "train")
@@ -116,7 +124,13 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    vlp = TargetVLP.from_open_clip(args.model).train()
+    compute = Compute.create(args.device, args.precision)
+    if args.init:
+        previous = describe_vlp_file(args.init).training or None
+        vlp = load_vlp_file(args.init).requires_grad_(True).train()
+    else:
+        previous, vlp = None, TargetVLP.from_open_clip(args.model).train()
+    vlp = vlp.to(compute.device)
     size = vlp.image_size[0]
     # cache a margin above the model size so random crops keep detail
     data = PairedImages(labelled, captioned, cache_side=round(size * 1.5))
@@ -143,7 +157,10 @@ def main(argv=None):
             order += torch.randperm(len(data.pairs), generator=generator).tolist()
         indices, order = order[: args.batch], order[args.batch :]
         images, texts, keys = data.batch(indices, size, generator)
-        loss, hit = contrastive_loss(vlp.encode_image(images), vlp.encode_text(texts), vlp.logit_scale, keys)
+        with compute.autocast():
+            image_embeddings = vlp.encode_image(compute.batch(images)).float()
+            text_embeddings = vlp.encode_text(texts).float()
+        loss, hit = contrastive_loss(image_embeddings, text_embeddings, vlp.logit_scale, keys)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -169,10 +186,12 @@ def main(argv=None):
     bar.close()
     if args.checkpoint:
         save_checkpoint(args.checkpoint, vlp.model, {"opt": optimizer}, progress)
-    training = {"script": "psic_core.vlp.train", "steps": progress["step"], "minutes": args.minutes,
-                "batch": args.batch, "lr": args.lr, "seed": args.seed, "pairs": len(data.pairs),
-                "data": "labelled+captioned train splits"}
-    save_vlp(vlp, args.out, name=args.name or args.model, training=training)
+    run = {"trainer": "psic_core.vlp.train", "steps": progress["step"], "seconds": round(progress["seconds"], 1),
+           "minutes": args.minutes, "batch": args.batch, "lr": args.lr, "seed": args.seed, "pairs": len(data.pairs),
+           "data": "labelled+captioned train splits", "compute": compute.describe(),
+           "init": str(args.init) if args.init else None}
+    training = history.extend(previous, run)
+    save_vlp(vlp.cpu(), args.out, name=args.name or args.model, training=training)
     size_bytes = args.out.stat().st_size
     print(f"wrote {args.out} ({size_bytes / 1e6:.1f} MB) after {progress['step']} steps")
     if size_bytes > MAX_EXPORT_BYTES:
@@ -180,4 +199,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run_command
+
+    sys.exit(run_command(main, prog="python -m psic_core.vlp.train"))

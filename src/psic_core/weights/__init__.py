@@ -157,8 +157,14 @@ class WeightsRegistry:
                              f"JPEG's 0-100), not {quality!r}")
 
     def by_sha256(self, sha256: str, name_hint: str = "") -> WeightsInfo:
-        for info in self.all():
+        """The weights with this SHA-256, else installed weights that declare they decode its bitstreams (a
+        half-precision copy, a stage-2 continuation: the same entropy path, see ``save_weights``)."""
+        found = self.all()
+        for info in found:
             if info.sha256 == sha256:
+                return info
+        for info in found:
+            if sha256 in decodes_sha256(info):
                 return info
         raise PsicModelError(
             f"this file needs the weights {name_hint or '?'} with SHA-256 {sha256}, which are not installed; "
@@ -170,8 +176,35 @@ class WeightsRegistry:
 registry = WeightsRegistry()
 
 
-def save_weights(model, path: str | os.PathLike, *, name: str, quality: int | None = None, extra: dict | None = None):
-    """Save a backbone (after ``model.update(force=True)``) with its architecture in the metadata."""
+#: entropy models (learned densities, quantiles, CDF tables): small and precision-sensitive, float32 in every file
+ENTROPY_MODELS = ("entropy_bottleneck.", "gaussian_conditional.")
+#: what an entropy decoder evaluates: a half-precision *copy* of float32 weights keeps all of it float32, so files
+#: made with the original decode to the same symbols with the copy (only the pixels move, by rounding)
+ENTROPY_PATH = ENTROPY_MODELS + ("h_s.",)
+#: metadata key: SHA-256s of earlier weights whose bitstreams these weights decode (same entropy path)
+DECODES_KEY = META_PREFIX + "decodes_sha256"
+
+
+def storage_state(model, half: bool = False, keep_float32: tuple[str, ...] = ENTROPY_MODELS) -> dict:
+    """The tensors to save: float32 as trained, or with ``half`` every float32 tensor outside ``keep_float32`` as
+    float16 (loading upcasts them: ``instantiate`` copies into float32 parameters). New weights need only their
+    entropy models exact; a copy of weights that made files already keeps ``ENTROPY_PATH``."""
+    import torch
+
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        if half and value.dtype == torch.float32 and not key.startswith(keep_float32):
+            value = value.half()
+        state[key] = value
+    return state
+
+
+def save_weights(model, path: str | os.PathLike, *, name: str, quality: int | None = None, extra: dict | None = None,
+                 half: bool = False, keep_float32: tuple[str, ...] = ENTROPY_MODELS, decodes: list[str] = ()):
+    """Save a backbone (after ``model.update(force=True)``) with its architecture in the metadata. ``half`` and
+    ``keep_float32``: see ``storage_state``. ``decodes``: SHA-256s of earlier weights with the same entropy path,
+    whose files these weights may decode in their place."""
     from safetensors.torch import save_file
 
     metadata = {
@@ -184,10 +217,20 @@ def save_weights(model, path: str | os.PathLike, *, name: str, quality: int | No
         metadata["psic.quality"] = str(quality)
     for key, value in (extra or {}).items():
         metadata[META_PREFIX + key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if decodes:
+        metadata[DECODES_KEY] = json.dumps(sorted(set(decodes)))
     tmp = Path(str(path) + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
+    save_file(storage_state(model, half, keep_float32), str(tmp), metadata=metadata)
     os.replace(tmp, path)
+
+
+def decodes_sha256(info: WeightsInfo) -> list[str]:
+    """The SHA-256s of earlier weights whose files ``info`` decodes (``save_weights(decodes=...)``)."""
+    try:
+        listed = json.loads(info.metadata.get(DECODES_KEY) or "[]")
+    except ValueError:
+        return []
+    return [s for s in listed if isinstance(s, str)] if isinstance(listed, list) else []
 
 
 def training_record(info: WeightsInfo) -> dict:
@@ -199,10 +242,20 @@ def training_record(info: WeightsInfo) -> dict:
     return training if isinstance(training, dict) else {}
 
 
+def init_training_record(record: dict) -> dict | None:
+    """The training record of the weights ``record`` started from (by SHA-256, else by name), when installed."""
+    try:
+        info = registry.by_sha256(record["init_sha256"]) if record.get("init_sha256") else registry.find(record["init"])
+    except (PsicModelError, KeyError, ValueError):
+        return None
+    return training_record(info) or None
+
+
 def base_init(training: dict) -> str | None:
-    """The weights a training history started from: a run that continued earlier PSIC weights keeps their record
-    under ``continues``, back to the first ``init``."""
-    while isinstance(training.get("continues"), dict):
+    """The weights a PSIC training history started from (its rate-distortion init): a run keeps the record of the
+    weights it continued under ``continues``; this follows PSIC records back to the first one's ``init``."""
+    trainer = training.get("trainer")
+    while isinstance(training.get("continues"), dict) and training["continues"].get("trainer") == trainer:
         training = training["continues"]
     return training.get("init")
 
