@@ -140,3 +140,23 @@ def run(images: list[Path], weights: list[EvalWeights], highlight: dict[str, str
         subset["bd"] = bd_table(subset["curves"], weights)
     return {"images": names, "highlights": highlight, "sweep": {k: list(v) for k, v in sweep.items()},
             "subsets": subsets, "rows": rows}
+
+
+def training_objective(model: str, images: list[Path], lmbda: float, protected: bool = False) -> dict:
+    """Mean bpp (real ``.psic`` files, container included), PSNR and the rate-distortion cost a trainer at ``lmbda``
+    minimises, J = bpp + λ·255²·MSE, of ``model``'s full (or protected) decoding over ``images``: one number to
+    compare snapshots of one model at one λ (A/Bs, learning curves)."""
+    import numpy as np
+
+    import psic_core
+
+    bpps, psnrs, mses = [], [], []
+    for path in images:
+        rgb = load_rgb(path)
+        data = psic_core.encode(rgb, model=model)
+        decoded = psic_core.decode(data, full=not protected, output="numpy", model=model)
+        bpps.append(8 * len(data) / (rgb.shape[0] * rgb.shape[1]))
+        psnrs.append(psnr(rgb, decoded))
+        mses.append(float(np.mean((rgb.astype(np.float64) - decoded) ** 2)) / 255**2)
+    bpp, mse = statistics.fmean(bpps), statistics.fmean(mses)
+    return {"bpp": bpp, "psnr": statistics.fmean(psnrs), "mse": mse, "cost": bpp + lmbda * 255**2 * mse}
