@@ -116,4 +116,14 @@ def test_psic_models_verbose_shows_the_accumulated_chain(photos, tmp_path, monke
     out = capsys.readouterr().out
     block = out[out.index("chain-q1"):].splitlines()
     assert block[1].split()[:3] == ["rd", "5", "steps"]
-    assert [line.split()[3] for line in block[2:4]] == ["2", "3"] and "fp32 on cpu" in block[3]
+    assert [line.split()[3] for line in block[2:4]] == ["2", "3"] and " on cpu" in block[3]
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch):
+    from psic_core.train import device
+
+    monkeypatch.setattr(device, "native_bf16", lambda _: True)
+    assert Compute.create("cpu", "auto").precision == "bf16"
+    monkeypatch.setattr(device, "native_bf16", lambda _: False)
+    assert Compute.create("cpu", "auto").precision == "fp32"
+    assert Compute.create("cpu", "bf16").precision == "bf16"  # asked for explicitly: honoured (emulated, slower)

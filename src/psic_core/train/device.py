@@ -2,6 +2,8 @@
 
 ``precision``:
 
+- ``"auto"``: ``"bf16"`` where the hardware computes bfloat16 natively (a CUDA GPU that supports it; a CPU with
+  oneDNN bf16 support, e.g. AVX-512 BF16 or AMX), else ``"fp32"`` (emulated bf16 is slower than fp32).
 - ``"fp32"``: everything in float32.
 - ``"bf16"``: analysis and synthesis transforms (and the VLP) under bfloat16 autocast; the hyperprior, entropy
   models, likelihoods and losses stay float32 (``models.base.float32_entropy``). On CUDA, float32 matmuls and
@@ -20,11 +22,18 @@ from dataclasses import dataclass
 
 import torch
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-DEFAULT_PRECISION = "fp32"
+#: adopted by the equal-time A/B (docs/experiments/precision-ab.md): bf16 reached a lower rate-distortion cost
+DEFAULT_PRECISION = "auto"
 DEFAULT_CHANNELS_LAST = False
 DEFAULT_COMPILE = False
+
+
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,7 +56,7 @@ class Compute:
     """A trainer's device, precision and memory format, applied the same way to models, batches and steps."""
 
     device: torch.device
-    precision: str = DEFAULT_PRECISION
+    precision: str = "fp32"  # resolved: never "auto"
     channels_last: bool = DEFAULT_CHANNELS_LAST
     compile: bool = DEFAULT_COMPILE
 
@@ -56,7 +65,10 @@ class Compute:
                channels_last: bool = DEFAULT_CHANNELS_LAST, compile: bool = DEFAULT_COMPILE) -> "Compute":
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-        compute = cls(resolve_device(device), precision, bool(channels_last), bool(compile))
+        resolved = resolve_device(device)
+        if precision == "auto":
+            precision = "bf16" if native_bf16(resolved) else "fp32"
+        compute = cls(resolved, precision, bool(channels_last), bool(compile))
         if compute.device.type == "cuda":
             torch.cuda.set_device(compute.device)
             # TF32 keeps float32's range with a 10-bit mantissa in matmuls/convolutions: the usual safe speed-up

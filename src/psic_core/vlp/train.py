@@ -32,7 +32,7 @@ from ..train.config import Integer, Number, argument, prepare_output_files  # no
 from .adapter import TargetVLP, resize  # noqa: E402
 from .augment import augment  # noqa: E402
 from .data import CaptionedImage, LabelledImage, open_rgb, read_captioned, read_labelled, to_tensor  # noqa: E402
-from ..train.device import DEFAULT_PRECISION, DEVICES, PRECISIONS, Compute  # noqa: E402
+from ..train.device import DEVICES, PRECISIONS, Compute  # noqa: E402
 from ..weights import history  # noqa: E402
 from .files import describe_vlp_file, load_vlp_file, save_vlp  # noqa: E402
 from .prompts import prompts  # noqa: E402
@@ -113,7 +113,7 @@ def main(argv=None):
     parser.add_argument("--init", type=Path, help="continue these exported VLP weights (.safetensors) instead of a "
                         "fresh --model (their open_clip config wins)")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: CUDA if available)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",  # no A/B of the VLP trainer under bf16 yet
                         help="bf16: both towers under bfloat16 autocast, the contrastive loss in float32")
     args = parser.parse_args(argv)
     # the indexes before the model is built and the images are read: a wrong --data fails at once
