@@ -42,11 +42,15 @@ def test_bundled_round_trip_on_a_real_photo(crop, name):
     assert psic_core.info(data)["model_sha256"] == weights.sha256
 
 
+#: registered backbones with no trained weights yet (their tests use random weights: test_backbone_checkerboard.py)
+UNTRAINED_BACKBONES = {"checkerboard-hyperprior"}
+
+
 def test_every_registered_backbone_has_bundled_weights():
     from psic_core.models import BACKBONES
 
     bundled = {w.backbone for w in registry.all() if w.name in BUNDLED_PSNR_BOUNDS}
-    assert bundled == set(BACKBONES)
+    assert bundled == set(BACKBONES) - UNTRAINED_BACKBONES
 
 
 def test_the_condition_never_changes_the_bitstream(photo, random_weights):

@@ -176,13 +176,21 @@ class WeightsRegistry:
 registry = WeightsRegistry()
 
 
+# Module names are matched at any depth of a tensor's key (``in_modules``): the hyperprior backbones hold these
+# modules at the top, the checkerboard backbone inside CompressAI's latent codecs (``latent_codec.hyper.h_s.``).
 #: entropy models (learned densities, quantiles, CDF tables): small and precision-sensitive, float32 in every file
 ENTROPY_MODELS = ("entropy_bottleneck.", "gaussian_conditional.")
-#: what an entropy decoder evaluates: a half-precision *copy* of float32 weights keeps all of it float32, so files
-#: made with the original decode to the same symbols with the copy (only the pixels move, by rounding)
-ENTROPY_PATH = ENTROPY_MODELS + ("h_s.",)
+#: what an entropy decoder evaluates (the hyper-synthesis, and a context model's prediction and parameter networks):
+#: a half-precision *copy* of float32 weights keeps all of it float32, so files made with the original decode to
+#: the same symbols with the copy (only the pixels move, by rounding)
+ENTROPY_PATH = ENTROPY_MODELS + ("h_s.", "context_prediction.", "entropy_parameters.")
 #: metadata key: SHA-256s of earlier weights whose bitstreams these weights decode (same entropy path)
 DECODES_KEY = META_PREFIX + "decodes_sha256"
+
+
+def in_modules(key: str, modules: tuple[str, ...]) -> bool:
+    """Whether the state-dict ``key`` belongs to one of ``modules`` (names ending in ".", at any depth)."""
+    return key.startswith(modules) or any("." + module in key for module in modules)
 
 
 def storage_state(model, half: bool = False, keep_float32: tuple[str, ...] = ENTROPY_MODELS) -> dict:
@@ -194,7 +202,7 @@ def storage_state(model, half: bool = False, keep_float32: tuple[str, ...] = ENT
     state = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu().contiguous()
-        if half and value.dtype == torch.float32 and not key.startswith(keep_float32):
+        if half and value.dtype == torch.float32 and not in_modules(key, keep_float32):
             value = value.half()
         state[key] = value
     return state
