@@ -1,4 +1,5 @@
-"""Zero-shot and retrieval metrics on hand-made similarities and a fake VLP with known answers; training helpers."""
+"""Zero-shot, retrieval and attack-success metrics on hand-made similarities and a fake VLP with known answers;
+training helpers."""
 
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from psic_core.vlp.augment import augment
 from psic_core.vlp.data import read_captioned, read_labelled, zero_shot_candidates
 from psic_core.vlp.train import contrastive_loss
 from psic_core.vlp.zeroshot import (
+    Readings,
+    attack_success,
     chance_hit_rate,
     classification_accuracy,
     paired_cosine,
     retrieval_recall,
     retrieval_report,
+    source_classes,
     topk_hits,
+    whole_set_retrieval,
     zero_shot_report,
+    zero_shot_scores,
 )
 
 COLOURS = ("red", "green", "blue")
@@ -133,3 +139,131 @@ def test_data_records(tmp_path):
         read_labelled(tmp_path, "val")
     with pytest.raises(FileNotFoundError, match="--data"):
         read_labelled(tmp_path / "nowhere", "train")
+
+
+# --- whole-test-set retrieval and attack success: a 3-source toy with known answers -----------------------------
+
+
+def toy_readings(correct: list[bool], chance: list[float]) -> Readings:
+    """Two labelled sources (a: 3 pairs, 1/3 chance; b: 2 pairs, 1/2 chance) and 2 captions (1/4 chance)."""
+    return Readings(("a", "a", "a", "b", "b", "captions", "captions"), torch.tensor(correct), torch.tensor(chance))
+
+
+TOY_CHANCE = [1 / 3] * 3 + [1 / 2] * 2 + [1 / 4] * 2
+
+
+def test_attack_success_counts_pairs_right_on_the_reference_and_wrong_after():
+    reference = toy_readings([True, True, False, True, False, True, True], TOY_CHANCE)
+    attacked = toy_readings([False, True, True, False, False, False, False], TOY_CHANCE)
+    report = attack_success(reference, attacked)
+    a, b, captions = (report["per_source"][g] for g in ("a", "b", "captions"))
+    assert (a["pairs"], a["reference_correct"], a["flipped"]) == (3, 2, 1)
+    assert a["asr"] == pytest.approx(0.5) and a["chance_asr"] == pytest.approx(2 / 3)
+    assert b["asr"] == 1.0 and b["chance_asr"] == pytest.approx(0.5)  # a pair wrong on the reference never counts
+    assert captions["asr"] == 1.0 and captions["chance_asr"] == pytest.approx(0.75)
+    overall = report["all"]
+    assert (overall["pairs"], overall["reference_correct"], overall["flipped"]) == (7, 5, 4)
+    assert overall["asr"] == pytest.approx(4 / 5)
+    # chance: a random reader misses each right pair with 1 - its chance, averaged over the right pairs
+    assert overall["chance_asr"] == pytest.approx((2 * 2 / 3 + 1 / 2 + 2 * 3 / 4) / 5)
+
+
+def test_attack_success_is_none_where_the_reference_reads_nothing():
+    nothing = toy_readings([False] * 7, TOY_CHANCE)
+    report = attack_success(nothing, toy_readings([True] * 7, TOY_CHANCE))
+    assert report["all"]["asr"] is None and report["all"]["chance_asr"] is None
+    assert report["per_source"]["a"] == {"pairs": 3, "reference_correct": 0, "flipped": 0, "asr": None,
+                                         "chance_asr": None}
+    same = attack_success(toy_readings([True] * 7, TOY_CHANCE), toy_readings([True] * 7, TOY_CHANCE))
+    assert same["all"]["asr"] == 0.0
+    with pytest.raises(ValueError, match="same pairs"):
+        attack_success(nothing, Readings(("a",), torch.tensor([True]), torch.tensor([0.5])))
+    with pytest.raises(ValueError, match="one entry per pair"):
+        Readings(("a", "b"), torch.tensor([True]), torch.tensor([0.5]))
+
+
+def test_readings_concatenate_and_subset():
+    both = toy_readings([True] * 7, TOY_CHANCE) + Readings(("c",), torch.tensor([False]), torch.tensor([0.1]))
+    assert both.groups[-1] == "c" and len(both.correct) == 8
+    part = both.subset([0, 7])
+    assert part.groups == ("a", "c") and part.correct.tolist() == [True, False]
+    assert part.chance.tolist() == pytest.approx([1 / 3, 0.1])
+
+
+def test_whole_set_retrieval_on_a_hand_made_similarity():
+    # 5 images (a, a, b, captions, captions) x 4 distinct texts: "cat" (both a images), "dog" (b), two captions
+    positives = torch.tensor([[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]).bool()
+    similarity = torch.tensor([
+        [0.9, 0.1, 0.0, 0.0],  # right
+        [0.1, 0.8, 0.0, 0.0],  # reads "dog": wrong
+        [0.0, 0.7, 0.2, 0.0],  # right
+        [0.0, 0.0, 0.1, 0.6],  # wrong
+        [0.0, 0.0, 0.0, 0.5],  # right
+    ])
+    report, readings = whole_set_retrieval(similarity, positives, ["a", "a", "b", "captions", "captions"])
+    assert (report["images"], report["texts"]) == (5, 4)
+    assert report["i2t_r1"] == pytest.approx(3 / 5) and report["chance_i2t_r1"] == pytest.approx(1 / 4)
+    # text->image (columns): cat -> image 0 (right), dog -> image 1 (wrong), caption 1 -> image 2 (wrong),
+    # caption 2 -> image 3 (wrong); chance: cat has 2 of 5 images, the others 1
+    assert report["t2i_r1"] == pytest.approx(1 / 4)
+    assert report["chance_t2i_r1"] == pytest.approx((2 / 5 + 3 * 1 / 5) / 4)
+    a = report["per_source"]["a"]
+    assert (a["images"], a["texts"], a["i2t_r1"], a["t2i_r1"]) == (2, 1, 0.5, 1.0)
+    assert a["chance_t2i_r1"] == pytest.approx(2 / 5)
+    captions = report["per_source"]["captions"]
+    assert (captions["images"], captions["texts"], captions["i2t_r1"], captions["t2i_r1"]) == (2, 2, 0.5, 0.0)
+    assert readings.groups[3] == "captions" and readings.correct.tolist() == [True, False, True, False, True]
+    assert readings.chance.tolist() == pytest.approx([1 / 4] * 5)
+    with pytest.raises(ValueError, match="every image"):
+        whole_set_retrieval(similarity, positives & False, ["a"] * 5)
+    with pytest.raises(ValueError, match="one entry per image"):
+        whole_set_retrieval(similarity, positives, ["a"])
+
+
+def test_zero_shot_scores_give_per_image_readings():
+    labels = ["red", "green", "blue", "red", "blue"]
+    sources = ["a", "a", "a", "b", "b"]
+    colour = dict(zip(COLOURS, torch.eye(3)))
+    images = torch.stack([colour[c] for c in ("red", "blue", "blue", "red", "red")])
+    classes = source_classes(labels, sources, {"a": COLOURS, "b": ["red", "blue"]})
+    report, readings = zero_shot_scores(images, labels, sources, classes, colour, ks=(1,))
+    assert report["a"]["top1"] == pytest.approx(2 / 3) and report["b"] == {
+        "images": 2, "classes": 2, "top1": 0.5, "chance_top1": 0.5}
+    assert readings.correct.tolist() == [True, False, True, True, False]
+    assert readings.chance.tolist() == pytest.approx([1 / 3] * 3 + [1 / 2] * 2)
+    with pytest.raises(ValueError, match="not candidates"):
+        source_classes(labels, sources, {"a": ["red"], "b": ["red", "blue"]})
+
+
+def test_evaluate_on_a_toy_data_folder(tmp_path):
+    """Labelled sources a and b (red and green things) and two captions, read by the ColourVLP."""
+    from psic_core.vlp.evaluate import evaluate
+
+    (tmp_path / "labelled").mkdir()
+    (tmp_path / "captioned").mkdir()
+    rows = [("r.png", "red", "a", "red"), ("g.png", "green", "a", "green"), ("b.png", "red", "b", "green"),
+            ("t.png", "green", "b", "green")]  # the third shows the wrong colour
+    for name, _, _, shown in rows:
+        solid(shown).save(tmp_path / "labelled" / name)
+    (tmp_path / "labelled/labels.csv").write_text(
+        "file,label,source,split\n" + "".join(f"{n},{label},{s},test\n" for n, label, s, _ in rows)
+        + "x.png,blue,b,train\n")
+    captions = [("c1.png", "a red scarf", "red"), ("c2.png", "blue sky", "blue")]
+    for name, _, shown in captions:
+        solid(shown).save(tmp_path / "captioned" / name)
+    (tmp_path / "captioned/captions.jsonl").write_text("".join(
+        json.dumps({"file": n, "caption": c, "source": "s", "split": "test"}) + "\n" for n, c, _ in captions))
+    report = evaluate(ColourVLP(), tmp_path, readings=True)
+    assert report["zero_shot"]["a"]["top1"] == 1.0 and report["zero_shot"]["b"]["top1"] == 0.5
+    assert report["zero_shot"]["b"]["classes"] == 3  # blue competes in b: it has a train image
+    whole = report["retrieval_all"]
+    # texts: the test labels red and green, then the two captions (blue, a train-only label, is no test text). The
+    # red scarf ties with the label "red" and the tie goes to the first text, so that caption image reads wrong
+    assert (whole["images"], whole["texts"]) == (6, 4) and whole["chance_i2t_r1"] == pytest.approx(1 / 4)
+    assert whole["per_source"]["captions"]["i2t_r1"] == 0.5 and whole["per_source"]["a"]["i2t_r1"] == 1.0
+    assert set(whole["per_source"]) == {"a", "b", "captions"}
+    readings = report["readings"]
+    assert readings.groups == ("a", "a", "b", "b", "captions", "captions")
+    assert readings.correct.tolist() == [True, True, False, True, False, True]
+    assert readings.chance.tolist() == pytest.approx([1 / 2] * 2 + [1 / 3] * 2 + [1 / 4] * 2)
+    assert "readings" not in evaluate(ColourVLP(), tmp_path)

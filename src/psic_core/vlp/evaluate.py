@@ -1,4 +1,5 @@
-"""Evaluate a target VLP on the test splits: zero-shot top-1/top-5 per labelled source, caption retrieval R@1/R@5.
+"""Evaluate a target VLP on the test splits: zero-shot top-1/top-5 per labelled source, caption retrieval R@1/R@5,
+retrieval top-1 over the whole test set (labelled and captioned images, label prompts and captions).
 
     python -m psic_core.vlp.evaluate --data path/to/data --vlp refclip-s [--json report.json]
     python -m psic_core.vlp.evaluate --data path/to/data --vlp open_clip:ViT-B-32 --pretrained weights.safetensors
@@ -21,27 +22,66 @@ import torch  # noqa: E402
 from ..train.config import Integer, argument, prepare_output_files  # noqa: E402
 from .data import open_rgb, read_captioned, read_labelled, zero_shot_candidates  # noqa: E402
 from .registry import DEFAULT_VLP, load_vlp  # noqa: E402
-from .zeroshot import retrieval_report, zero_shot_report  # noqa: E402
+from .zeroshot import (  # noqa: E402
+    class_embeddings,
+    embed_images,
+    retrieval_scores,
+    source_classes,
+    whole_set_retrieval,
+    zero_shot_scores,
+)
+
+#: the group of the captioned test pairs beside the labelled sources (whole-set retrieval, attack success)
+CAPTIONS = "captions"
 
 
-def evaluate(vlp, root: str | os.PathLike, transform=None) -> dict:
-    """The full report for ``vlp`` on the test splits under ``root``, images passed through ``transform``."""
-    candidates = zero_shot_candidates(root)
+def evaluate(vlp, root: str | os.PathLike, transform=None, readings: bool = False) -> dict:
+    """The full report for ``vlp`` on the test splits under ``root``, images passed through ``transform``.
+
+    zero_shot: top-k per labelled source; retrieval: recall@k among the captioned test pairs; retrieval_all:
+    top-1 over the whole test set (labelled and captioned images; their label prompts and captions), per source and
+    for the captions. With ``readings``, also the ``zeroshot.Readings`` of every test pair (zero-shot top-1 for
+    labelled images, whole-set image->text top-1 for captioned ones), the input of ``zeroshot.attack_success``.
+    """
     labelled = read_labelled(root, "test")
     captioned = read_captioned(root, "test")
-    return {
-        "zero_shot": zero_shot_report(
-            vlp,
-            [open_rgb(item.path) for item in labelled],
-            [item.label for item in labelled],
-            [item.source for item in labelled],
-            candidates=candidates,
-            transform=transform,
-        ),
-        "retrieval": retrieval_report(
-            vlp, [open_rgb(item.path) for item in captioned], [item.caption for item in captioned], transform
-        ),
-    }
+    labels, sources = [item.label for item in labelled], [item.source for item in labelled]
+    if CAPTIONS in sources:
+        raise ValueError(f"a labelled source may not be called {CAPTIONS!r}: that name is the captioned pairs'")
+    classes = source_classes(labels, sources, zero_shot_candidates(root))
+    names = sorted({name for group in classes.values() for name in group})
+    captions = [item.caption for item in captioned]
+    with torch.no_grad():
+        label_embeddings = dict(zip(names, class_embeddings(vlp, names)))
+        caption_embeddings = vlp.encode_text(captions)
+    labelled_embeddings = embed_images(vlp, [open_rgb(item.path) for item in labelled], transform)
+    captioned_embeddings = embed_images(vlp, [open_rgb(item.path) for item in captioned], transform)
+
+    zero_shot, zero_shot_readings = zero_shot_scores(labelled_embeddings, labels, sources, classes, label_embeddings)
+    text_embeddings, positives = whole_set_texts(labels, captions, label_embeddings, caption_embeddings)
+    similarity = torch.cat([labelled_embeddings, captioned_embeddings]) @ text_embeddings.T
+    whole, whole_readings = whole_set_retrieval(similarity, positives, sources + [CAPTIONS] * len(captions))
+    report = {"zero_shot": zero_shot,
+              "retrieval": retrieval_scores(captioned_embeddings, caption_embeddings, captions),
+              "retrieval_all": whole}
+    if readings:
+        caption_rows = range(len(labels), len(labels) + len(captions))
+        report["readings"] = zero_shot_readings + whole_readings.subset(caption_rows)
+    return report
+
+
+def whole_set_texts(
+    labels: list[str], captions: list[str], label_embeddings: dict, caption_embeddings: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct texts of the whole test set embedded (the prompt-ensembled class embedding of each test label,
+    then each caption; identical texts once), and the (pairs x texts) matrix of each pair's own text, the pairs
+    being the labelled images then the captioned ones."""
+    own = [("label", label) for label in labels] + [("caption", caption) for caption in captions]
+    texts = list(dict.fromkeys(own))
+    embeddings = [label_embeddings[text] if kind == "label" else caption_embeddings[captions.index(text)]
+                  for kind, text in texts]
+    positives = torch.tensor([[text == mine for text in texts] for mine in own])
+    return torch.stack(embeddings), positives
 
 
 def _rounded(value, digits: int = 4):
