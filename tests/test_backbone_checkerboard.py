@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from compressai.latent_codecs import CheckerboardLatentCodec
 from safetensors.torch import load_file
 
 import psic_core
@@ -72,6 +73,20 @@ def test_decoding_recovers_the_coded_symbols_and_each_condition_decodes_its_own_
     assert any(not torch.equal(p, f) for p, f in zip(biases["protect"], biases["full"]))
     assert not torch.equal(decodings["protect"]["x_hat"], decodings["full"]["x_hat"])
     assert y_hat.shape == (1, 48, 8, 12)
+
+
+def test_the_strings_are_compressais_checkerboard_strings(model, x):
+    """The symbol-returning passes write what CompressAI's CheckerboardLatentCodec writes, and its decoder reads
+    them back to the same latent."""
+    checkerboard, hyper_codec = model.latent_codec["y"], model.latent_codec["hyper"]
+    with torch.inference_mode():
+        y = model.g_a(x)
+        params = hyper_codec.compress(y)["params"]
+        strings, _ = checkerboard.compress_symbols(y, params)
+        assert strings == CheckerboardLatentCodec.compress(checkerboard, y, params)["strings"]
+        y_hat, _ = checkerboard.decompress_symbols(strings, params)
+        theirs = CheckerboardLatentCodec.decompress(checkerboard, strings, y_hat.shape[1:], params)["y_hat"]
+    assert torch.equal(y_hat, theirs)
 
 
 def test_the_non_anchors_are_coded_given_the_anchors(model, x):

@@ -3,9 +3,11 @@ hyperprior's transforms, with ``y`` coded in two passes (anchors from the hyperp
 with the decoded anchors as context), and psic's conditional synthesis.
 
 The entropy model is CompressAI's, assembled as ``Cheng2020AnchorCheckerboard`` assembles it (HyperpriorLatentCodec
-over a CheckerboardLatentCodec and a HyperLatentCodec); the transforms are ``MeanScaleHyperprior``'s, so N and M
-are independent (Cheng2020's residual transforms tie M to N) and the synthesis is the same ConditionalSynthesis as
-the other families'. Strings per image: the anchors of ``y``, its non-anchors, then ``z``.
+over a CheckerboardLatentCodec and a HyperLatentCodec; CompressAI's two-pass forward trains it, and a subclass codes
+the same strings while returning the integer symbols the latent digest needs); the transforms are
+``MeanScaleHyperprior``'s, so N and M are independent (Cheng2020's residual transforms tie M to N) and the synthesis
+is the same ConditionalSynthesis as the other families'. Strings per image: the anchors of ``y``, its non-anchors,
+then ``z``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,51 @@ def _entropy_parameters(M: int) -> nn.Sequential:
                          nn.Conv2d(M * 8 // 3, M * 2, 1))
 
 
+class CheckerboardSymbolsLatentCodec(CheckerboardLatentCodec):
+    """CompressAI's checkerboard codec, coding the same strings, with the integer symbols of both passes returned
+    (CompressAI's ``compress``/``decompress`` return only ``y_hat``; the latent digest hashes the symbols).
+
+    Per pass as in ``CheckerboardLatentCodec.compress``: the two checkerboard halves side by side (``unembed``),
+    the anchors' context all zero, the non-anchors' the context prediction of the decoded anchors. Two savings over
+    it: the anchors' context convolution is not run (its output is zeroed), and the encoder dequantises its own
+    symbols instead of entropy-decoding the string it just wrote (the same values when decoding is exact, and the
+    digest refuses the file where it is not).
+    """
+
+    def _two_passes(self, side_params: torch.Tensor, code_pass) -> tuple[torch.Tensor, torch.Tensor]:
+        """``code_pass(i, indexes, means)`` codes half ``i`` and returns its integer symbols."""
+        gaussian = self["y"].gaussian_conditional
+        side = self.unembed(side_params)
+        y_hat_, symbols_ = [], []
+        for i in range(2):
+            if i == 0:
+                context = torch.zeros_like(side[0])  # context and hyperprior parameters both have 2M channels
+            else:
+                anchors = self.embed(torch.stack([y_hat_[0], torch.zeros_like(y_hat_[0])]))
+                context = self.unembed(self.context_prediction(anchors))[1]
+            scales, means = self["y"]._chunk(self.entropy_parameters(self.merge(context, side[i])))
+            symbols_.append(code_pass(i, gaussian.build_indexes(scales), means).to(means.dtype))
+            y_hat_.append(symbols_[i] + means)  # not GaussianConditional.dequantize: it adds into float symbols
+        return self.embed(torch.stack(y_hat_)), self.embed(torch.stack(symbols_))
+
+    def compress_symbols(self, y: torch.Tensor, side_params: torch.Tensor):
+        """The strings of the two passes (anchors, non-anchors) and the integer symbols."""
+        gaussian = self["y"].gaussian_conditional
+        halves, strings = self.unembed(y), []
+
+        def code_pass(i, indexes, means):
+            strings.append(gaussian.compress(halves[i], indexes, means))
+            return gaussian.quantize(halves[i], "symbols", means)
+
+        _, symbols = self._two_passes(side_params, code_pass)
+        return strings, symbols
+
+    def decompress_symbols(self, strings, side_params: torch.Tensor):
+        """``y_hat`` and the integer symbols from the two passes' strings (``y`` at ``side_params``' size)."""
+        gaussian = self["y"].gaussian_conditional
+        return self._two_passes(side_params, lambda i, indexes, means: gaussian.decompress(strings[i], indexes))
+
+
 @register_backbone("checkerboard-hyperprior")
 class PsicCheckerboardHyperprior(ConditionalCodec, SimpleVAECompressionModel):
     num_strings = 3
@@ -54,7 +101,7 @@ class PsicCheckerboardHyperprior(ConditionalCodec, SimpleVAECompressionModel):
         super().__init__()
         self.g_a = _analysis(N, M)
         self.latent_codec = HyperpriorLatentCodec(latent_codec={
-            "y": CheckerboardLatentCodec(
+            "y": CheckerboardSymbolsLatentCodec(
                 latent_codec={"y": GaussianConditionalLatentCodec(quantizer="ste")},
                 entropy_parameters=_entropy_parameters(M),
                 context_prediction=CheckerboardMaskedConv2d(M, 2 * M, kernel_size=5, stride=1, padding=2),
@@ -70,29 +117,13 @@ class PsicCheckerboardHyperprior(ConditionalCodec, SimpleVAECompressionModel):
             out = self.latent_codec(y.float())
         return out["y_hat"], out["likelihoods"]
 
-    def _symbols(self, y_hat: torch.Tensor, hyper_params: torch.Tensor) -> torch.Tensor:
-        """The integers the rANS coder coded: ``y_hat`` less the means of its pass (CompressAI's checkerboard codec
-        returns only ``y_hat``). The means are recomputed as ``_forward_twopass`` computes them; the masked context
-        convolution sees only anchors, so at the non-anchors ``context_prediction(y_hat)`` is the anchors' context.
-        Last-bit differences from the coding pass's means vanish in the rounding."""
-        checkerboard = self.latent_codec["y"]
-        means = torch.zeros_like(y_hat)
-        context = checkerboard.context_prediction(y_hat)
-        for step, step_context in (("anchor", torch.zeros_like(context)), ("non_anchor", context)):
-            params = checkerboard.entropy_parameters(checkerboard.merge(step_context, hyper_params))
-            _, step_means = checkerboard["y"]._chunk(params)
-            checkerboard._copy(means, step_means, step)
-        return (y_hat - means).round()
-
     def compress_latent(self, x):
         y = self.g_a(x)
         hyper = self.latent_codec["hyper"].compress(y)
-        y_out = self.latent_codec["y"].compress(y, hyper["params"])
-        return [*y_out["strings"], *hyper["strings"]], hyper["shape"], self._symbols(y_out["y_hat"], hyper["params"])
+        y_strings, symbols = self.latent_codec["y"].compress_symbols(y, hyper["params"])
+        return [*y_strings, *hyper["strings"]], hyper["shape"], symbols
 
     def decode_latent(self, strings, shape):
         *y_strings, z_strings = strings
         hyper = self.latent_codec["hyper"].decompress([z_strings], shape)
-        y_shape = (self.config["M"], 4 * shape[0], 4 * shape[1])  # h_a halves y twice
-        y_hat = self.latent_codec["y"].decompress(y_strings, y_shape, hyper["params"])["y_hat"]
-        return y_hat, self._symbols(y_hat, hyper["params"])
+        return self.latent_codec["y"].decompress_symbols(y_strings, hyper["params"])
