@@ -122,6 +122,17 @@ def test_end_to_end_report(tmp_path, eval_data, random_weights, baseline_weights
             assert r["zero_shot"]["chance_top1"] == pytest.approx((2 * 1 / 2 + 3 * 1 / 3) / 5)
             assert r["retrieval"]["pairs"] == len(CAPTIONS) and r["retrieval"]["chance_r1"] == pytest.approx(0.25)
             assert math.isfinite(r["retrieval"]["mean_cosine_own"])
+            # the whole test set: 5 labelled + 4 captioned images against 5 label prompts + 4 captions
+            whole = r["retrieval_all"]
+            assert (whole["images"], whole["texts"]) == (9, 9) and whole["chance_i2t_r1"] == pytest.approx(1 / 9)
+            assert set(whole["per_source"]) == {"colours", "photos", "captions"}
+            assert "readings" not in r
+    for v in vlp["variants"][1:] + vlp["robustness"]:
+        for r in v["results"].values():
+            attack = r["attack"]
+            assert attack["all"]["pairs"] == 9 and set(attack["per_source"]) == {"colours", "photos", "captions"}
+            assert attack["all"]["flipped"] <= attack["all"]["reference_correct"]
+    assert "attack" not in vlp["variants"][0]["results"]["tiny"]
     original = vlp["variants"][0]["results"]["tiny"]["zero_shot"]["top1"]
     assert vlp["variants"][0]["bpp"] is None and original is not None
 
@@ -139,7 +150,9 @@ def test_end_to_end_report(tmp_path, eval_data, random_weights, baseline_weights
         assert (assets / name).stat().st_size > 1000
     text = out.read_text()
     for heading in ("## Rate-distortion", "### BD-rates", "## VLP exploitation: target `tiny`", "## Transfer",
-                    "### `tiny-transfer`", "## Robustness of the shield", "## Contact sheets", "trained offline"):
+                    "### `tiny-transfer`", "## Robustness of the shield", "## Contact sheets", "trained offline",
+                    "Issue 13's targets", "all-test I→T R@1 % (chance 11.1)", "`photos` top-1 % (chance 33.3)",
+                    "Attack success rate (ASR)", "random-mshp protected, then Gaussian blur sigma=1 |"):
         assert heading in text
     assert random_weights.sha256 in text and "results/rd-all.png" in text
 
@@ -227,3 +240,45 @@ def test_default_weights_privacy_trained_ones_against_their_rate_distortion_init
     pairs = [(e["test"], e["anchor"]) for e in rd.bd_table(curves, mine)]
     assert pairs == [("evalfam full", "evalfam-rd (no PSIC) full"), ("evalfam full", "JPEG"),
                      ("evalfam full", "WebP"), ("evalfam protected", "evalfam full")]
+
+
+def test_vlp_tables_give_chance_and_say_n_a():
+    """The per-source and attack tables on a hand-made result: chance in the headers, n/a where nothing was read
+    right on the originals, and a results file from before the whole-set metrics renders with n/a."""
+    from psic_core.eval.markdown import _vlp
+
+    def results(top1_a, asr_a, right_a):
+        return {"v": {
+            "zero_shot": {"top1": 0.5, "top5": 1.0, "chance_top1": 0.3, "chance_top5": 1.0},
+            "zero_shot_per_source": {"a": {"top1": top1_a, "chance_top1": 0.5},
+                                     "b": {"top1": 0.0, "chance_top1": 0.25}},
+            "retrieval": {"i2t_r1": 0.5, "i2t_r5": 1.0, "t2i_r1": 0.5, "t2i_r5": 1.0, "chance_r1": 0.5,
+                          "chance_r5": 1.0, "mean_cosine_own": 0.2, "mean_cosine_other": 0.1},
+            "retrieval_all": {"images": 6, "texts": 5, "i2t_r1": 0.5, "chance_i2t_r1": 0.2, "t2i_r1": 0.4,
+                              "chance_t2i_r1": 0.24},
+            "attack": {"all": {"asr": asr_a, "chance_asr": 0.6, "reference_correct": right_a},
+                       "per_source": {"a": {"asr": asr_a, "chance_asr": 0.5, "reference_correct": right_a},
+                                      "b": {"asr": None, "chance_asr": None, "reference_correct": 0},
+                                      "captions": {"asr": 0.0, "chance_asr": 0.8, "reference_correct": 1}}}}}
+
+    original = {"id": "original", "title": "original", "kind": "original", "bpp": None, "weights": None,
+                "results": results(1.0, None, 0)}
+    del original["results"]["v"]["attack"]
+    protected = {"id": "w/protected", "title": "w protected", "kind": "protected", "bpp": 0.5, "weights": "w",
+                 "results": results(0.5, 0.5, 2)}
+    robust = dict(protected, id="w/protected+jpeg75", title="w protected, then JPEG", kind="robustness",
+                  results=results(1.0, 0.0, 2))
+    result = {"vlps": [{"name": "v", "role": "target"}],
+              "vlp": {"variants": [original, protected], "robustness": [robust], "robustness_transforms": {}}}
+    text = "\n".join(_vlp(result, "assets"))
+    assert "| decoding | `a` top-1 % (chance 50.0) | `b` top-1 % (chance 25.0) | all-test I→T R@1 % (chance 20.0) |" \
+        in text
+    assert "| `a` ASR % (chance 50.0) | `b` ASR % (chance n/a) | `captions` ASR % (chance 80.0) | all pairs ASR % " \
+        "(chance 60.0) |" in text
+    assert "| w protected | 50.0 | n/a | 0.0 | 50.0 |" in text and "| w protected, then JPEG | 0.0 | n/a |" in text
+    assert "n/a for `b`: the originals read none of its pairs right" in text
+    for variant in (original, protected, robust):  # an older results file
+        del variant["results"]["v"]["retrieval_all"]
+        variant["results"]["v"].pop("attack", None)
+    text = "\n".join(_vlp(result, "assets"))
+    assert "| w protected | 50.0 | 0.0 | n/a | n/a |" in text and "- ASR: n/a" in text

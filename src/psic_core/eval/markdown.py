@@ -146,11 +146,13 @@ def _setup(result: dict) -> list[str]:
 def _targets(result: dict) -> list[str]:
     from . import targets
 
-    rows = []
+    rows, issue13 = [], []
+    mark = {True: "met", False: "**missed**"}
     for t in targets.check(result):
-        if len(t) == 1:
+        issue13.append([f"`{t['weights']}`", _retrieval_target(t["retrieval_at_chance"]),
+                        _sources_target(t["zero_shot_at_chance"]), _transfer_target(t["transfer_drop"])])
+        if not {"shield", "fidelity", "looks"} & set(t):
             continue
-        mark = {True: "met", False: "**missed**"}
         shield = "–" if "shield" not in t else (
             f"{_pct(t['protected_top1'])} vs {_pct(t['original_top1'])} (chance {_pct(t['chance_top1'])}; "
             f"drop {_pct(t['relative_drop'])} %): {mark[t['shield']]}")
@@ -159,16 +161,65 @@ def _targets(result: dict) -> list[str]:
         looks = "–" if "looks" not in t else (
             f"{_f(t['psnr_protected'])} vs {_f(t['psnr_full'])} dB ({_f(t['delta_psnr'])}): {mark[t['looks']]}")
         rows.append([f"`{t['weights']}`", shield, fidelity, looks])
-    if not rows:
+    if not issue13:
         return []
-    return ["## Targets", "",
-            "The privacy-training targets per psic weights, from the sections below (target VLP zero-shot top-1 %, "
-            "PSNR on all rate-distortion images). *Shield*: protected within "
-            f"{_pct(targets.SHIELD_POINTS)} points of chance, or at least {_pct(targets.SHIELD_RELATIVE_DROP)} % "
-            f"below the originals. *Fidelity*: full within {_pct(targets.FIDELITY_POINTS)} points of the originals. "
-            f"*Looks*: protected PSNR at least full PSNR − {targets.LOOKS_DB} dB (same bitstream, same bpp).", ""] \
-        + _table(["weights", "shield: protected top-1", "fidelity: full top-1", "looks: PSNR protected vs full"],
-                 rows, "llll") + [""]
+    lines = ["## Targets", ""]
+    if rows:
+        lines += ["The privacy-training targets per psic weights, from the sections below (target VLP zero-shot top-1 "
+                  "%, PSNR on all rate-distortion images). *Shield*: protected within "
+                  f"{_pct(targets.SHIELD_POINTS)} points of chance, or at least {_pct(targets.SHIELD_RELATIVE_DROP)} "
+                  f"% below the originals. *Fidelity*: full within {_pct(targets.FIDELITY_POINTS)} points of the "
+                  f"originals. *Looks*: protected PSNR at least full PSNR − {targets.LOOKS_DB} dB (same bitstream, "
+                  "same bpp).", ""]
+        lines += _table(["weights", "shield: protected top-1", "fidelity: full top-1",
+                         "looks: PSNR protected vs full"], rows, "llll") + [""]
+    lines += ["Issue 13's targets on the protected decoding (%). *Retrieval*: the target VLP's top-1 over the whole "
+              "test set at chance both ways, i.e. at most chance + "
+              f"{targets.RETRIEVAL_SE:g} standard errors of a random ranking's R@1 (the bound). *Zero-shot*: the "
+              f"target VLP at most {_pct(targets.SHIELD_POINTS)} points above chance on every labelled source whose "
+              f"originals read at {targets.READABLE_FACTOR:g}x chance or more. *Held-out*: each transfer VLP's "
+              f"zero-shot top-1 falls by at least {_pct(targets.TRANSFER_MARGIN_DROP)} % of the originals' margin "
+              "above chance.", ""]
+    lines += _table(["weights", "retrieval at chance (target VLP)", "zero-shot at chance per source (target VLP)",
+                     "held-out VLP zero-shot drop"], issue13, "llll") + [""]
+    return lines
+
+
+def _verdict(check: dict) -> str:
+    if check["met"] is None:
+        return f"n/a ({check['reason']})"
+    return "met" if check["met"] else "**missed**"
+
+
+def _retrieval_target(check: dict) -> str:
+    if "i2t" not in check:
+        return _verdict(check)
+    parts = [f"{arrow} {_pct(d['r1'])} (chance {_pct(d['chance'])}, bound {_pct(d['bound'])})"
+             for arrow, d in (("I→T", check["i2t"]), ("T→I", check["t2i"]))]
+    return "; ".join(parts) + f": {_verdict(check)}"
+
+
+def _sources_target(check: dict) -> str:
+    parts = []
+    for source, e in check.get("sources", {}).items():
+        if e["met"] is None:
+            parts.append(f"`{source}` not checked ({e['reason']}: {_pct(e['original'])} vs chance "
+                         f"{_pct(e['chance'])})")
+        else:
+            parts.append(f"`{source}` {_pct(e['protected'])} (chance {_pct(e['chance'])}) "
+                         f"{'met' if e['met'] else 'missed'}")
+    return "; ".join(parts) + f": {_verdict(check)}" if parts else _verdict(check)
+
+
+def _transfer_target(check: dict) -> str:
+    parts = []
+    for name, e in check.get("vlps", {}).items():
+        if e["met"] is None:
+            parts.append(f"`{name}` n/a ({e['reason']})")
+        else:
+            parts.append(f"`{name}` {_pct(e['protected'])} vs {_pct(e['original'])} (chance {_pct(e['chance'])}; "
+                         f"falls by {_pct(e['margin_drop'])} % of the margin) {'met' if e['met'] else 'missed'}")
+    return "; ".join(parts) + f": {_verdict(check)}" if parts else _verdict(check)
 
 
 def _training(vlp: dict) -> str:
@@ -291,14 +342,15 @@ def _vlp(result: dict, assets: str) -> list[str]:
     x = result["vlp"]
     vlps = result["vlps"]
     variants = x["variants"]
+    ordered = _with_robustness(variants, x.get("robustness") or [])
     lines = []
     for index, v in enumerate(vlps):
         name = v["name"]
         if index == 0:
             lines += [f"## VLP exploitation: target `{name}`", "",
                       "What the target VLP reads from each decoding of the test images. Zero-shot: top-k over the "
-                      "candidate labels of the image's source (image-weighted over the sources; per source in the "
-                      "JSON). Retrieval: image→text and text→image recall among the captioned test pairs. The "
+                      "candidate labels of the image's source (image-weighted over the sources; per source below). "
+                      "Retrieval: image→text and text→image recall among the captioned test pairs. The "
                       "shield works when *protected* falls towards chance while *full* stays near *original*; "
                       "JPEG/WebP at the same bpp show what plain compression alone does.", ""]
         else:
@@ -307,16 +359,9 @@ def _vlp(result: dict, assets: str) -> list[str]:
                           "The same decodings read by VLPs the codec was not trained against.", ""]
             lines += [f"### `{name}`", ""]
         lines += _table(VLP_HEADER, _vlp_rows(variants, name)) + [""]
-        if index == 0:
-            sources = list(variants[0]["results"][name]["zero_shot_per_source"])
-            rows = [[vv["title"]] + [_pct(vv["results"][name]["zero_shot_per_source"][s]["top1"]) for s in sources]
-                    for vv in variants]
-            rows.append(["*chance*"] + [_pct(variants[0]["results"][name]["zero_shot_per_source"][s]["chance_top1"])
-                                       for s in sources])
-            lines += ["Zero-shot top-1 % per source:", ""] + _table(["decoding"] + [f"`{s}`" for s in sources],
-                                                                   rows) + [""]
-            if "vlp" in result.get("figures", {}):
-                lines += [f"![VLP metrics per decoding]({assets}/vlp.png)", ""]
+        lines += _per_source(ordered, name, explain=index == 0) + _attack(ordered, name, explain=index == 0)
+        if index == 0 and "vlp" in result.get("figures", {}):
+            lines += [f"![VLP metrics per decoding]({assets}/vlp.png)", ""]
     robust = x.get("robustness") or []
     if robust:
         lines += ["## Robustness of the shield", "",
@@ -344,6 +389,84 @@ def _vlp(result: dict, assets: str) -> list[str]:
         if "robustness" in result.get("figures", {}):
             lines += [f"![robustness]({assets}/robustness.png)", ""]
     return lines
+
+
+def _with_robustness(variants: list[dict], robust: list[dict]) -> list[dict]:
+    """The variants, each weights' re-processed protected decodings right after its protected decoding."""
+    rows = []
+    for v in variants:
+        rows.append(v)
+        if v["kind"] == "protected":
+            rows += [r for r in robust if r["weights"] == v["weights"]]
+    return rows
+
+
+OLD_RESULTS = "not in this results file (it predates the measurement)"
+
+
+def _per_source(variants: list[dict], vlp: str, explain: bool) -> list[str]:
+    """Zero-shot top-1 per labelled source and retrieval top-1 over the whole test set, chance in the header."""
+    original = variants[0]["results"][vlp]
+    sources = original["zero_shot_per_source"]
+    whole = original.get("retrieval_all")
+    header = ["decoding"] + [f"`{s}` top-1 % (chance {_pct(d['chance_top1'])})" for s, d in sources.items()]
+    for direction, arrow in (("i2t", "I→T"), ("t2i", "T→I")):
+        chance = _pct_na(whole[f"chance_{direction}_r1"] if whole else None)
+        header.append(f"all-test {arrow} R@1 % (chance {chance})")
+    rows = []
+    for x in variants:
+        r = x["results"][vlp]
+        row = [x["title"]] + [_pct(r["zero_shot_per_source"].get(s, {}).get("top1")) for s in sources]
+        w = r.get("retrieval_all")
+        rows.append(row + [_pct(w["i2t_r1"]) if w else "n/a", _pct(w["t2i_r1"]) if w else "n/a"])
+    counts = f"{whole['images']} images, {whole['texts']} texts" if whole else "counts n/a"
+    lines = ["Per labelled source (zero-shot top-1 over the source's own classes) and retrieval top-1 over the whole "
+             "test set, as the PSIC paper measures it: each labelled and captioned test image against every test "
+             f"text (the prompt-ensembled label of each labelled test class and every test caption; {counts}), "
+             "and each text against every test image. Chance is a uniformly random ranking's hit rate."
+             if explain else f"Per source and whole test set ({counts}):", ""]
+    lines += _table(header, rows) + [""]
+    if not whole:
+        lines += [f"- whole-test-set retrieval: n/a, {OLD_RESULTS}.", ""]
+    return lines
+
+
+def _attack(variants: list[dict], vlp: str, explain: bool) -> list[str]:
+    """Attack success rate per group and over all pairs, against the originals."""
+    attacked = [x for x in variants if x["kind"] != "original"]
+    first = next((x["results"][vlp].get("attack") for x in attacked if x["results"][vlp].get("attack")), None)
+    lines = ["Attack success rate (ASR): the share of the test pairs read right on the originals that are read "
+             "wrong on the decoding, zero-shot top-1 for the labelled sources and all-test image→text R@1 for the "
+             "captions. Chance (in the header) is the ASR of a decoding that leaves the VLP guessing uniformly "
+             "among the same candidates: 1 − chance, averaged over the pairs the originals read right. *full* and "
+             "JPEG/WebP show how many pairs compression alone flips." if explain else "Attack success rate:", ""]
+    if first is None:
+        return lines + [f"- ASR: n/a, {OLD_RESULTS}.", ""]
+    sources = list(variants[0]["results"][vlp]["zero_shot_per_source"])  # the labelled sources, then the captions
+    groups = [g for g in sources if g in first["per_source"]] + [g for g in first["per_source"] if g not in sources]
+    header = ["decoding"] + [f"`{g}` ASR % (chance {_pct_na(first['per_source'][g]['chance_asr'])})"
+                             for g in groups]
+    header.append(f"all pairs ASR % (chance {_pct_na(first['all']['chance_asr'])})")
+    rows = []
+    for x in attacked:
+        a = x["results"][vlp].get("attack")
+        cells = [_asr(a["per_source"].get(g) if a else None) for g in groups] + [_asr(a["all"] if a else None)]
+        rows.append([x["title"]] + cells)
+    lines += _table(header, rows) + [""]
+    unread = [g for g in groups if not first["per_source"][g]["reference_correct"]]
+    if unread:
+        lines += [f"- n/a for {', '.join(f'`{g}`' for g in unread)}: the originals read none of its pairs right.",
+                  ""]
+    return lines
+
+
+def _asr(entry: dict | None) -> str:
+    return _pct_na(entry["asr"] if entry else None)
+
+
+def _pct_na(value) -> str:
+    """A percentage, "n/a" where the metric is undefined (the reasons are listed under the table)."""
+    return "n/a" if value is None else _pct(value)
 
 
 def rr_title(variant: dict) -> str:
