@@ -3,6 +3,9 @@ three-string tiles, half-precision copies, and the rate-distortion trainer."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +128,35 @@ def test_a_tile_must_carry_the_three_strings_and_their_symbols(photo, weights):
     f.tiles[0].latent_digest = bytes(16)
     with pytest.raises(PsicIntegrityError, match="desynchronised"):
         psic_core.decode(container.serialize(f), model=str(weights))
+
+
+HOSTILE_STRINGS = """
+import random, sys
+import psic_core
+from psic_core import container
+random.seed(0)
+original, weights = open(sys.argv[1], "rb").read(), sys.argv[2]
+for which in range(3):
+    for n in (0, 1, 7, 8, 9, 700):
+        for fill in (b"\\x00", b"\\xff", None):
+            f = container.read(original)
+            f.tiles[0].strings[which] = random.randbytes(n) if fill is None else fill * n
+            try:
+                psic_core.decode(container.serialize(f), model=weights)
+            except psic_core.PsicError:
+                pass
+print("survived")
+"""
+
+
+def test_hostile_strings_in_any_of_the_three_never_crash_the_process(photo, weights, tmp_path):
+    """Garbage anchors also feed the non-anchors' context; the codec's guard padding and digest must still hold."""
+    path = tmp_path / "x.psic"
+    path.write_bytes(psic_core.encode(photo, model=str(weights)))
+    out = subprocess.run([sys.executable, "-c", HOSTILE_STRINGS, str(path), str(weights)], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "survived"
 
 
 def test_half_copies_keep_the_context_model_float32_and_decode_the_original_files(photo, weights, tmp_path):
