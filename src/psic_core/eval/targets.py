@@ -63,7 +63,7 @@ def check(result: dict) -> list[dict]:
     return rows
 
 
-def not_measured(reason: str) -> dict:
+def _not_measured(reason: str) -> dict:
     return {"met": None, "reason": reason}
 
 
@@ -71,10 +71,10 @@ def retrieval_at_chance(protected: dict | None) -> dict:
     """Issue 13: whole-test-set retrieval top-1 at chance in both directions (``protected``: one VLP's results on
     the protected decoding)."""
     if protected is None:
-        return not_measured("the VLP section did not measure this decoding")
+        return _not_measured("the VLP section did not measure this decoding")
     whole = protected.get("retrieval_all")
     if not whole:
-        return not_measured("no whole-test-set retrieval in this results file, which predates it")
+        return _not_measured("no whole-test-set retrieval in this results file, which predates it")
     row = {}
     for direction, queries in (("i2t", "images"), ("t2i", "texts")):
         value, chance, n = whole[f"{direction}_r1"], whole[f"chance_{direction}_r1"], whole[queries]
@@ -91,9 +91,9 @@ def retrieval_at_chance(protected: dict | None) -> dict:
 def zero_shot_at_chance(original: dict | None, protected: dict | None) -> dict:
     """Issue 13: zero-shot top-1 within ``SHIELD_POINTS`` of chance on every source the originals read well."""
     if original is None or protected is None:
-        return not_measured("the VLP section did not measure the originals and this decoding")
+        return _not_measured("the VLP section did not measure the originals and this decoding")
     if "zero_shot_per_source" not in original:
-        return not_measured("no per-source zero-shot scores in the results")
+        return _not_measured("no per-source zero-shot scores in the results")
     sources = {}
     for source, o in original["zero_shot_per_source"].items():
         p = protected.get("zero_shot_per_source", {}).get(source)
@@ -108,7 +108,7 @@ def zero_shot_at_chance(original: dict | None, protected: dict | None) -> dict:
         sources[source] = entry
     measured = [e["met"] for e in sources.values() if e["met"] is not None]
     if not measured:
-        return {"sources": sources} | not_measured(f"no source's originals read at {READABLE_FACTOR:g}x chance or more")
+        return {"sources": sources} | _not_measured(f"no source's originals read at {READABLE_FACTOR:g}x chance or more")
     return {"sources": sources, "met": all(measured)}
 
 
@@ -116,25 +116,25 @@ def transfer_drop(result: dict, label: str) -> dict:
     """Issue 13: each held-out VLP's zero-shot top-1 falls by ``TRANSFER_MARGIN_DROP`` of the originals' margin."""
     held_out = [v["name"] for v in result.get("vlps", [])[1:]]
     if "vlp" not in result or not held_out:
-        return not_measured("no held-out VLP was evaluated")
+        return _not_measured("no held-out VLP was evaluated")
     vlps = {}
     for index, name in enumerate(held_out, start=1):
         original = _vlp_results(result, "original", index)
         protected = _vlp_results(result, f"{label}/protected", index)
         if original is None or protected is None or "zero_shot" not in original or "zero_shot" not in protected:
-            vlps[name] = not_measured("no zero-shot scores on the originals and this decoding")
+            vlps[name] = _not_measured("no zero-shot scores on the originals and this decoding")
             continue
         o, p, chance = original["zero_shot"]["top1"], protected["zero_shot"]["top1"], original["zero_shot"][
             "chance_top1"]
         entry = {"original": o, "protected": p, "chance": chance}
         if o - chance <= 0:
-            vlps[name] = entry | not_measured("the originals read at or below chance")
+            vlps[name] = entry | _not_measured("the originals read at or below chance")
         else:
             drop = (o - p) / (o - chance)
             vlps[name] = entry | {"margin_drop": drop, "met": drop >= TRANSFER_MARGIN_DROP}
     measured = [e["met"] for e in vlps.values() if e["met"] is not None]
     if not measured:
-        return {"vlps": vlps} | not_measured("no held-out VLP reads the originals above chance")
+        return {"vlps": vlps} | _not_measured("no held-out VLP reads the originals above chance")
     return {"vlps": vlps, "met": all(measured)}
 
 
