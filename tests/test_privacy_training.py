@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
+import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +14,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from psic_core.models import build_backbone
-from psic_core.train.privacy import freeze_for_stage, load_config, train
+from psic_core.train.device import Compute
+from psic_core.train.pairs import PairBatch
+from psic_core.train.privacy import freeze_for_stage, load_config, privacy_step, train
 from psic_core.weights import describe, instantiate
 from weights_fixtures import random_codec_weights
 
@@ -74,10 +78,70 @@ def test_config_overrides_and_unknown_keys(tmp_path):
         load_config(None, ["lmbda=1"])
 
 
-@pytest.mark.parametrize("key", ["label_candidates", "confident"])
+@pytest.mark.parametrize("key", ["label_candidates", "confident", "split_by", "uncertain_targets", "weighting"])
 def test_unknown_uaeo_options_are_rejected_before_training(labelled_folder, tiny_vlp, tmp_path, key):
     with pytest.raises(ValueError, match=f"train.{key} must be one of"):
         train(config(labelled_folder, tiny_vlp, tmp_path, **{key: "sideways"}))
+
+
+class StubCodec(torch.nn.Module):
+    """Both decodings from the input: protected shifted per channel, full scaled (a rate of 1 bit per element)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = torch.nn.Parameter(torch.tensor([0.05, -0.02, 0.03]).view(1, 3, 1, 1))
+        self.gain = torch.nn.Parameter(torch.tensor(-0.4))
+
+    def forward(self, x):
+        return {"x_hat": {"protect": x + self.shift, "full": x * (1 + self.gain)},
+                "likelihoods": {"y": torch.full((x.shape[0], 4), 0.5)}}
+
+
+class StubVLP:
+    """Image embedding: the mean colour through a fixed matrix; text embedding: seeded by the text's CRC."""
+
+    logit_scale = torch.tensor(10.0)
+    projection = torch.tensor([[1.0, 0.2, -0.5, 0.1], [-0.3, 1.0, 0.4, 0.2], [0.5, -0.6, 1.0, 0.3]])
+
+    def encode_image(self, x):
+        return torch.nn.functional.normalize((x.mean(dim=(2, 3)) - 0.5) @ self.projection, dim=1)
+
+    def encode_text(self, texts):
+        rows = [torch.randn(4, generator=torch.Generator().manual_seed(zlib.crc32(t.encode()))) for t in texts]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=1)
+
+
+def stub_step(overrides: list[str], captions=None):
+    """privacy_step on a fixed batch: two labelled pairs of one source (cat, dog, fish) and one caption pair."""
+    classes = ["a photo of a cat.", "a photo of a dog.", "a photo of a fish."]
+    captions = captions or ["a photo of a cat.", "a photo of a dog.", "a red car on a street"]
+    competitors = [classes if c in classes else None for c in captions]
+    images = torch.stack([torch.full((3, 8, 8), 0.5) + torch.tensor(v).view(3, 1, 1) for v in
+                          ([0.3, -0.2, 0.0], [-0.1, 0.3, -0.2], [0.0, -0.1, 0.35])][: len(captions)])
+    torch.manual_seed(0)
+    codec = StubCodec()
+    cfg = load_config(None, overrides)["train"]
+    terms = privacy_step(codec, StubVLP(), PairBatch(images, captions, competitors), None, cfg, 1.0, {},
+                         Compute.create("cpu", "fp32", False, False))
+    return terms, codec, cfg
+
+
+def test_gamma_zero_drops_exactly_the_keep_term():
+    with_keep, _, _ = stub_step([])
+    without_keep, codec, _ = stub_step(["train.gamma=0"])
+    keep = with_keep["keep_full"].item()
+    assert keep > 1e-3 and without_keep["keep_full"].item() == pytest.approx(keep)  # still computed and logged
+    assert (with_keep["loss"] - without_keep["loss"]).item() == pytest.approx(keep, rel=1e-4)
+    without_keep["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in codec.parameters())
+
+
+def test_a_step_whose_pairs_are_all_confident_keeps_the_confident_term_whole():
+    same = ["a red car on a street"] * 2  # one text for both: each reads its own caption first
+    terms, _, _ = stub_step(["train.split_by=correct"], captions=same)
+    assert terms["confident_share"].item() == 1.0 and terms["uaeo_uncertain"].item() == 0.0
+    # the empty uncertain group is left out of the weighted sum instead of taking (nearly) all its weight
+    assert math.isclose(terms["privacy"].item(), terms["uaeo_confident"].item(), rel_tol=1e-6)
 
 
 def test_stage_two_trains_only_the_synthesis():
@@ -102,6 +166,18 @@ def test_smoke_training_lowers_the_loss(labelled_folder, tiny_vlp, tmp_path):
     assert info.backbone == "mean-scale-hyperprior" and "uaeo" not in info.metadata  # config recorded, not losses
     assert "psic_core.train.privacy" in info.metadata["psic.training"]
     assert json.loads(info.metadata["psic.training"])["steps"] == [40]  # steps per stage
+
+
+def test_official_uaeo_options_train_and_are_recorded(labelled_folder, tiny_vlp, tmp_path):
+    from psic_core.weights import training_record
+
+    options = {"split_by": "correct", "uncertain_targets": "hard", "weighting": "harmonic", "gamma": 0.0}
+    cfg = config(labelled_folder, tiny_vlp, tmp_path, stages=[1], max_steps=[2], minutes=[60.0], **options)
+    record = training_record(describe(train(cfg)))
+    assert {k: record["train"][k] for k in options} == options
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
 
 
 def test_stage_two_keeps_bitstreams_valid(labelled_folder, tiny_vlp, tmp_path, photo):

@@ -31,6 +31,9 @@ def labels(tmp_path):
     ("train.threshold=2", 'train.threshold must be "median" or a number in (0, 1], not 2'),
     ("train.confident=sideways", "train.confident must be one of cosine, centred, not 'sideways'"),
     ("train.label_candidates=all", "train.label_candidates must be one of batch, source"),
+    ("train.split_by=rank", "train.split_by must be one of uncertainty, correct, not 'rank'"),
+    ("train.uncertain_targets=argmin", "train.uncertain_targets must be one of soft, hard, not 'argmin'"),
+    ("train.weighting=equal", "train.weighting must be one of detached, harmonic, not 'equal'"),
     ("train.batching=random", "train.batching must be one of mixed, source"),
     ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:N"),
     ("model.cltg_scales=yes", "model.cltg_scales must be true or false, not 'yes'"),
@@ -84,6 +87,17 @@ def test_override_text_is_typed_by_the_key():
     assert config["output"]["name"] == "2" and config["output"]["quality"] == 2
     assert config["model"]["cltg_scales"] is True and config["train"]["lmbda"] == 1.0
     assert config["vlp"]["name"] == "open_clip:ViT-B-32" and config["train"]["threshold"] == 0.5
+
+
+def test_uaeo_options_default_to_the_original_loss_and_the_correct_split_takes_no_threshold():
+    config = load_config(None, [])["train"]
+    assert (config["split_by"], config["uncertain_targets"], config["weighting"]) == ("uncertainty", "soft", "detached")
+    official = load_config(None, ["train.split_by=correct", "train.uncertain_targets=hard", "train.weighting=harmonic",
+                                  "train.gamma=0"])["train"]
+    assert official["split_by"] == "correct" and official["gamma"] == 0.0
+    with pytest.raises(ValueError, match='train.threshold applies to train.split_by = "uncertainty" only; with '
+                                         '"correct" leave it unset, not 0.5'):
+        load_config(None, ["train.split_by=correct", "train.threshold=0.5"])
 
 
 def test_output_folders_are_created_before_training(labels, tmp_path):

@@ -32,8 +32,8 @@ def test_split_marks_known_confident_and_uncertain_pairs():
     ])
     split = split_pairs(logits, threshold=0.5)
     assert split.confident.tolist() == [True, False, True]
-    assert split.soft_targets[1].argmax() == 2
-    assert torch.allclose(split.soft_targets.sum(dim=1), torch.ones(3))
+    assert split.targets[1].argmax() == 2
+    assert torch.allclose(split.targets.sum(dim=1), torch.ones(3))
     assert split_pairs(logits, threshold="median").confident.sum() == 2  # median: half (rounded up) confident
 
 
@@ -92,8 +92,8 @@ def test_masked_split_reads_only_the_candidates():
     split = split_pairs(logits, threshold=0.5, mask=mask, positives=torch.tensor([0, 2]))
     assert split.confident.tolist() == [True, False]  # the non-candidate 50 does not add evidence to row 1's rival
     assert math.isclose(float(split.uncertainty[1]), 2 / (2 * (math.log(2) + 1)), rel_tol=1e-5)
-    assert split.soft_targets[0, 1] == 0 and split.soft_targets[0].argmax() == 2  # least likely candidate
-    assert torch.allclose(split.soft_targets.sum(dim=1), torch.ones(2))
+    assert split.targets[0, 1] == 0 and split.targets[0].argmax() == 2  # least likely candidate
+    assert torch.allclose(split.targets.sum(dim=1), torch.ones(2))
 
 
 def test_masked_losses_use_each_pairs_own_text_and_ignore_other_texts():
@@ -131,3 +131,65 @@ def test_centred_confident_loss_ignores_a_uniform_fall_and_rewards_moving_to_a_r
     assert math.isclose(loss(on_own, "centred"), 2 + (1 - 0.5) / math.sqrt(1.25) / 2, rel_tol=1e-5)
     with pytest.raises(ValueError, match="confident_loss must be one of"):
         uaeo_losses(on_own, text, 10.0, split, confident_loss="hinge")
+
+
+def test_correct_split_marks_the_pairs_whose_own_text_ranks_first_on_the_original():
+    mask = torch.tensor([[True, True, True, False], [True, True, True, False], [True, True, False, True],
+                         [True, True, True, True]])
+    logits = torch.tensor([
+        [0.2, 0.1, 0.0, 9.0],  # own text 0 first among its candidates (9.0 is not one): correct, though unsure
+        [30.0, -10.0, -10.0, 0.0],  # sure, but of text 0 while its own is 1: wrong
+        [0.0, 0.1, 50.0, 0.3],  # own text 3 first (50.0 is not a candidate): correct, though unsure
+        [0.0, 5.0, 1.0, 4.0],  # own text 2 third: wrong
+    ])
+    positives = torch.tensor([0, 1, 3, 2])
+    split = split_pairs(logits, mask=mask, positives=positives, split_by="correct")
+    assert split.confident.tolist() == [True, False, True, False]
+    by_uncertainty = split_pairs(logits, threshold=0.5, mask=mask, positives=positives)
+    assert by_uncertainty.confident.tolist() == [False, True, False, True]  # the default reads certainty, not rank
+    with pytest.raises(ValueError, match="split_by must be one of uncertainty, correct, not 'rank'"):
+        split_pairs(logits, split_by="rank")
+
+
+def test_hard_targets_are_one_hot_on_the_least_likely_text_and_image():
+    clean = torch.tensor([[5.0, 4.0, -5.0], [4.0, 5.0, -5.0], [0.0, 0.0, 0.0]])
+    split = split_pairs(clean, threshold=0.0, uncertain_targets="hard")  # everything uncertain
+    assert split.targets.tolist() == [[0, 0, 1], [0, 0, 1], [1, 0, 0]]  # row 2's tie goes to the first
+    # per text, the image whose original it matches least: text 0 -> image 2, text 1 -> image 2, text 2 -> image 0
+    assert split.column_targets.t().tolist() == [[0, 0, 1], [0, 0, 1], [1, 0, 0]]
+    text = torch.eye(3)
+    image = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # protected logits 10 * image
+    top = math.log(math.exp(10) + 2)  # -log softmax of a 0 entry next to one 10 and another 0
+    image_to_text = (top + top + (top - 10)) / 3
+    text_to_image = ((math.log(2 * math.exp(10) + 1) - 10) + top + math.log(3)) / 3
+    loss = uaeo_losses(image, text, 10.0, split)["uaeo_uncertain"]
+    assert math.isclose(float(loss), (image_to_text + text_to_image) / 2, rel_tol=1e-6)
+
+
+def test_soft_column_targets_are_the_row_targets_normalised_over_the_uncertain_images():
+    clean = torch.tensor([[5.0, 4.0, -5.0], [4.0, 5.0, -5.0], [30.0, -9.0, -9.0]])
+    split = split_pairs(clean, threshold=0.2)
+    assert split.confident.tolist() == [False, False, True]
+    expected = split.targets[:2] / split.targets[:2].sum(dim=0)
+    assert torch.allclose(split.column_targets[:2], expected) and split.column_targets[2].abs().sum() == 0
+    with pytest.raises(ValueError, match="uncertain_targets must be one of soft, hard, not 'argmin'"):
+        split_pairs(clean, uncertain_targets="argmin")
+
+
+def test_harmonic_weights_stay_in_the_graph_and_detached_ones_do_not():
+    def gradients(weighting):
+        losses = {"a": torch.tensor(1.0, requires_grad=True), "b": torch.tensor(3.0, requires_grad=True)}
+        total = weighted_sum(losses, weighting)
+        total.backward()
+        return float(total.detach()), [float(losses[k].grad) for k in "ab"]
+
+    # both sum to the harmonic mean 2 / (1 + 1/3) = 1.5 ...
+    detached_value, detached_grad = gradients("detached")
+    harmonic_value, harmonic_grad = gradients("harmonic")
+    assert math.isclose(detached_value, 1.5, rel_tol=1e-6) and math.isclose(harmonic_value, 1.5, rel_tol=1e-6)
+    # ... detached, the gradient is the weights (3/4, 1/4); harmonic, dH/dL_k = H^2 / (2 L_k^2) = (9/8, 1/8)
+    assert detached_grad == pytest.approx([0.75, 0.25], rel=1e-6)
+    assert harmonic_grad == pytest.approx([1.125, 0.125], rel=1e-6)
+    assert adaptive_weights({"a": torch.tensor(1.0, requires_grad=True)}, "harmonic")["a"].requires_grad
+    with pytest.raises(ValueError, match="weighting must be one of detached, harmonic, not 'equal'"):
+        adaptive_weights({"a": torch.tensor(1.0)}, "equal")

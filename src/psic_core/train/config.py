@@ -20,7 +20,7 @@ from typing import Any
 from ..models.base import ConditionalCodec
 from .device import DEFAULT_CHANNELS_LAST, DEFAULT_COMPILE, PRECISIONS
 from .pairs import BATCHING
-from .uaeo import CONFIDENT_LOSSES
+from .uaeo import CONFIDENT_LOSSES, SPLITS, UNCERTAIN_TARGETS, WEIGHTINGS
 
 LABEL_CANDIDATES = ("batch", "source")
 STAGES = ([1], [2], [1, 2])
@@ -220,8 +220,16 @@ SCHEMA: dict[str, dict[str, Any]] = {
         # zero-shot classification compares)
         "label_candidates": Text("batch", LABEL_CANDIDATES),
         "confident": Text("cosine", CONFIDENT_LOSSES),  # the paper's cosine, or "centred" on the candidates
+        # confident pairs: evidential uncertainty at most train.threshold, or "correct" (the official code's: the VLP
+        # ranks the own text first on the original; train.threshold must then stay unset)
+        "split_by": Text("uncertainty", SPLITS),
         "threshold": Threshold("median"),
+        # uncertain pairs' targets: softmax(-s/T) over the candidates, or "hard" (the official code's one-hot on the
+        # least likely)
+        "uncertain_targets": Text("soft", UNCERTAIN_TARGETS),
         "temperature": Number(minimum=0, exclusive=True, default=1.0),  # softness of the least-likely-caption labels
+        # UAEO's inverse-magnitude weights: detached, or "harmonic" (the official code's, in the graph)
+        "weighting": Text("detached", WEIGHTINGS),
         "seed": Integer(default=0),
         "threads": Integer(default=0),  # torch threads (0: torch's default)
         "device": Device("auto"),
@@ -287,6 +295,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str]) -> dict:
             key = f"{section}.{name}"
             config[section][name] = spec.check(key, value, stages) if isinstance(spec, PerStage) else \
                 spec.check(key, value)
+    train = config["train"]
+    if train["split_by"] == "correct" and train["threshold"] != SCHEMA["train"]["threshold"].default:
+        raise ValueError('train.threshold applies to train.split_by = "uncertainty" only; with "correct" leave it '
+                         f'unset, not {train["threshold"]!r}')
     return config
 
 

@@ -3,9 +3,10 @@
 Loss per step, for a batch of (image, caption) pairs and the frozen target VLP:
 
     rd      = bpp + lmbda * 255^2 * (MSE(protected) + MSE(full)) / 2
-    privacy = adaptive_weights-weighted sum of UAEO's confident and uncertain terms (train/uaeo.py); a caption
-              pair is scored against the batch's captions, and so is a labelled pair unless
-              ``train.label_candidates = "source"`` (then: its source's class prompts)
+    privacy = adaptive_weights-weighted sum of UAEO's confident and uncertain terms (train/uaeo.py; a group with
+              no pair this step is left out of the sum); a caption pair is scored against the batch's captions,
+              and so is a labelled pair unless ``train.label_candidates = "source"`` (then: its source's class
+              prompts)
     keep    = 1 - cos(VLP(full decoding), VLP(original))          # the full decoding keeps its semantics
     loss    = rd + beta_stage * (|rd| / |privacy|) * privacy + gamma * keep
 
@@ -117,7 +118,8 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
     with torch.no_grad():
         with compute.autocast():
             original = vlp.encode_image(x).float()
-        split = split_pairs(scale * original @ text.t(), cfg["threshold"], cfg["temperature"], mask, positives)
+        split = split_pairs(scale * original @ text.t(), cfg["threshold"], cfg["temperature"], mask, positives,
+                            cfg["split_by"], cfg["uncertain_targets"])
     with compute.autocast():
         protected = vlp.encode_image(out["x_hat"]["protect"][:n]).float()
         full = vlp.encode_image(out["x_hat"]["full"][:n]).float()
@@ -125,7 +127,9 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
     with torch.no_grad():  # live readout: the share of pairs whose protected decoding the VLP no longer matches
         ranked = (protected @ text.t()).masked_fill(~split.mask, -torch.inf)
         terms["fooled"] = (ranked.argmax(dim=1) != split.positives).float().mean()
-    privacy = weighted_sum({k: terms[k] for k in ("uaeo_confident", "uaeo_uncertain")})
+    # an empty group's term is a constant 0, whose inverse-magnitude weight would take (nearly) the whole sum
+    groups = {"uaeo_confident": split.confident, "uaeo_uncertain": ~split.confident}
+    privacy = weighted_sum({k: terms[k] for k, members in groups.items() if members.any()}, cfg["weighting"])
     terms["keep_full"] = (1 - F.cosine_similarity(full, original)).mean()
     balance = terms["loss"].detach().abs() / privacy.detach().abs().clamp_min(1e-8)
     terms["privacy"] = privacy

@@ -11,7 +11,9 @@ With the target VLP's normalised embeddings, over the candidates ``j`` of pair `
 - evidence ``e_ij = softplus(s_ij)``, Dirichlet ``alpha_ij = e_ij + 1``, strength ``S_i = sum_j alpha_ij``,
   uncertainty ``u_i = K_i / S_i`` in (0, 1] (subjective logic / evidential deep learning);
 - pair i is **confident** when ``u_i <= tau`` (``tau`` a fixed value, or the batch median: ``"median"``),
-  **uncertain** otherwise.
+  **uncertain** otherwise (``split_by="uncertainty"``). ``split_by="correct"``, the official code's split: pair i
+  is confident when the VLP ranks its own text first among its candidates, ``argmax_j s_ij = pos(i)`` (the official
+  code ranks a symmetrised evidence matrix; this ranks image -> text, what zero-shot classification reads).
 
 On the protected decoding ``p_ij = logit_scale * cos(img'_i, txt_j)``:
 
@@ -23,10 +25,21 @@ On the protected decoding ``p_ij = logit_scale * cos(img'_i, txt_j)``:
   only fall by moving the image from its own text toward the others (the +2 keeps it non-negative);
 - uncertain pairs: soft labels toward the candidates the VLP finds least likely,
   ``q_i = softmax_j(-s_ij / T)``, and ``L_unc = 1/2 [CE_rows(p_U, q_U) + CE_cols(p_U^T, q_U^T)]``, InfoNCE in both
-  directions (image -> text over its candidates, text -> image over the uncertain images it is a candidate of).
+  directions (image -> text over its candidates, text -> image over the uncertain images it is a candidate of;
+  a text's column targets are its column of ``q`` over those images, normalised). ``uncertain_targets="hard"``,
+  the official code's targets: one-hot rows on ``argmin_j s_ij`` (the least likely candidate) and one-hot columns on
+  the uncertain image whose original the VLP matches least with that text (the official code ranges the columns
+  over every image of the batch and only the uncertain pairs' own captions).
 
-Adaptive weights (``adaptive_weights``): for losses ``L_k``, ``w_k = (1 / |L_k|) / sum_m (1 / |L_m|)`` computed
-on detached values each step, so every term contributes at the same scale whatever its magnitude.
+Adaptive weights (``adaptive_weights``): for losses ``L_k``, ``w_k = (1 / |L_k|) / sum_m (1 / |L_m|)``.
+``weighting="detached"`` (ours) computes them on detached values each step, so every term contributes at the same
+scale whatever its magnitude and the gradient of ``sum_k w_k L_k`` is ``sum_k w_k grad L_k``.
+``weighting="harmonic"`` (the official code's) keeps them in the graph: ``sum_k w_k L_k`` is then the harmonic mean
+``K / sum_m (1 / L_m)`` and its gradient ``dH/dL_k = H^2 / (K L_k^2)`` favours the smaller term.
+
+The PSIC config's keys for these options (train/config.py, defaults first): ``train.split_by`` uncertainty|correct,
+``train.uncertain_targets`` soft|hard, ``train.weighting`` detached|harmonic, ``train.confident`` cosine|centred,
+``train.gamma = 0`` drops the trainer's keep term, as the official code has none.
 """
 
 from __future__ import annotations
@@ -38,13 +51,22 @@ import torch.nn.functional as F
 
 
 CONFIDENT_LOSSES = ("cosine", "centred")
+SPLITS = ("uncertainty", "correct")
+UNCERTAIN_TARGETS = ("soft", "hard")
+WEIGHTINGS = ("detached", "harmonic")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
 
 
 @dataclass
 class UAEOSplit:
     uncertainty: torch.Tensor  # (B,)
     confident: torch.Tensor  # (B,) bool
-    soft_targets: torch.Tensor  # (B, C) rows: distribution over the pair's candidates, favouring the least likely
+    targets: torch.Tensor  # (B, C) rows: distribution over the pair's candidates, favouring the least likely
+    column_targets: torch.Tensor  # (B, C) columns: distribution over the uncertain images a text is a candidate of
     mask: torch.Tensor  # (B, C) bool: the candidates of each pair
     positives: torch.Tensor  # (B,) the column of each pair's own text
 
@@ -76,20 +98,37 @@ def evidential_uncertainty(logits: torch.Tensor, mask: torch.Tensor | None = Non
 
 
 def split_pairs(clean_logits: torch.Tensor, threshold: float | str = "median", temperature: float = 1.0,
-                mask: torch.Tensor | None = None, positives: torch.Tensor | None = None) -> UAEOSplit:
-    """Split the batch by the VLP's uncertainty on the original pairs; soft labels toward least-likely candidates.
+                mask: torch.Tensor | None = None, positives: torch.Tensor | None = None,
+                split_by: str = "uncertainty", uncertain_targets: str = "soft") -> UAEOSplit:
+    """Split the batch into confident and uncertain pairs on the VLP's reading of the original pairs, and the
+    uncertain pairs' targets toward least-likely candidates (module docstring: ``split_by``, ``uncertain_targets``).
 
     Without ``mask``/``positives`` every pair competes with every text and pair i's own text is column i.
+    ``threshold`` applies to ``split_by="uncertainty"`` only.
     """
+    _check_choice("split_by", split_by, SPLITS)
+    _check_choice("uncertain_targets", uncertain_targets, UNCERTAIN_TARGETS)
     rows = clean_logits.shape[0]
     mask = torch.ones_like(clean_logits, dtype=torch.bool) if mask is None else mask.to(clean_logits.device)
-    positives = torch.arange(rows) if positives is None else positives
+    positives = (torch.arange(rows) if positives is None else positives).to(clean_logits.device)
     with torch.no_grad():
         uncertainty = evidential_uncertainty(clean_logits, mask)
-        tau = uncertainty.median() if threshold == "median" else torch.as_tensor(float(threshold))
-        confident = uncertainty <= tau
-        soft_targets = torch.softmax((-clean_logits / temperature).masked_fill(~mask, -torch.inf), dim=1)
-    return UAEOSplit(uncertainty, confident, soft_targets, mask, positives.to(clean_logits.device))
+        if split_by == "correct":
+            confident = clean_logits.masked_fill(~mask, -torch.inf).argmax(dim=1) == positives
+        else:
+            tau = uncertainty.median() if threshold == "median" else torch.as_tensor(float(threshold))
+            confident = uncertainty <= tau
+        candidates_of_uncertain = mask & ~confident[:, None]  # the uncertain images each text column competes for
+        if uncertain_targets == "hard":
+            least_text = clean_logits.masked_fill(~mask, torch.inf).argmin(dim=1)
+            targets = F.one_hot(least_text, clean_logits.shape[1]).to(clean_logits.dtype)
+            least_image = clean_logits.masked_fill(~candidates_of_uncertain, torch.inf).argmin(dim=0)
+            column_targets = F.one_hot(least_image, rows).t().to(clean_logits.dtype) * candidates_of_uncertain
+        else:
+            targets = torch.softmax((-clean_logits / temperature).masked_fill(~mask, -torch.inf), dim=1)
+            column_targets = targets * candidates_of_uncertain
+            column_targets = column_targets / column_targets.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    return UAEOSplit(uncertainty, confident, targets, column_targets, mask, positives)
 
 
 def uaeo_losses(
@@ -112,11 +151,11 @@ def uaeo_losses(
     if uncertain.any():
         mask = split.mask[uncertain]  # (U, C): uncertain images against their candidates
         logits = (logit_scale * cos[uncertain]).masked_fill(~mask, -torch.inf)
-        targets = split.soft_targets[uncertain]
+        targets = split.targets[uncertain]
         rows = torch.where(mask, logits.log_softmax(dim=1), 0.0)
         image_to_text = -(targets * rows).sum(dim=1).mean()
         used = mask.any(dim=0)  # texts that are a candidate of some uncertain image
-        columns = targets[:, used] / targets[:, used].sum(dim=0, keepdim=True).clamp_min(1e-12)
+        columns = split.column_targets[uncertain][:, used]
         cols = torch.where(mask[:, used], logits[:, used].log_softmax(dim=0), 0.0)
         text_to_image = -(columns * cols).sum(dim=0).mean()
         unc = (image_to_text + text_to_image) / 2
@@ -125,13 +164,16 @@ def uaeo_losses(
     return {"uaeo_confident": conf, "uaeo_uncertain": unc}
 
 
-def adaptive_weights(losses: dict[str, torch.Tensor], eps: float = 1e-8) -> dict[str, torch.Tensor]:
-    """w_k = (1/|L_k|) / sum_m (1/|L_m|), detached: each term is scaled to the same magnitude."""
-    inverse = {k: 1.0 / (v.detach().abs() + eps) for k, v in losses.items()}
+def adaptive_weights(losses: dict[str, torch.Tensor], weighting: str = "detached",
+                     eps: float = 1e-8) -> dict[str, torch.Tensor]:
+    """w_k = (1/|L_k|) / sum_m (1/|L_m|): each term is scaled to the same magnitude; ``"detached"`` outside the
+    graph, ``"harmonic"`` inside it (module docstring)."""
+    _check_choice("weighting", weighting, WEIGHTINGS)
+    inverse = {k: 1.0 / ((v.detach() if weighting == "detached" else v).abs() + eps) for k, v in losses.items()}
     total = sum(inverse.values())
     return {k: v / total for k, v in inverse.items()}
 
 
-def weighted_sum(losses: dict[str, torch.Tensor]) -> torch.Tensor:
-    weights = adaptive_weights(losses)
+def weighted_sum(losses: dict[str, torch.Tensor], weighting: str = "detached") -> torch.Tensor:
+    weights = adaptive_weights(losses, weighting)
     return sum(weights[k] * losses[k] for k in losses)
