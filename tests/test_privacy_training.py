@@ -78,7 +78,8 @@ def test_config_overrides_and_unknown_keys(tmp_path):
         load_config(None, ["lmbda=1"])
 
 
-@pytest.mark.parametrize("key", ["label_candidates", "confident", "split_by", "uncertain_targets", "weighting"])
+@pytest.mark.parametrize("key", ["label_candidates", "confident", "split_by", "uncertain_targets", "weighting",
+                                 "targeted_class"])
 def test_unknown_uaeo_options_are_rejected_before_training(labelled_folder, tiny_vlp, tmp_path, key):
     with pytest.raises(ValueError, match=f"train.{key} must be one of"):
         train(config(labelled_folder, tiny_vlp, tmp_path, **{key: "sideways"}))
@@ -136,6 +137,19 @@ def test_gamma_zero_drops_exactly_the_keep_term():
     assert all(torch.isfinite(p.grad).all() for p in codec.parameters())
 
 
+def test_new_terms_are_off_by_default_and_logged_and_added_when_on():
+    default, _, _ = stub_step([])
+    assert "targeted" not in default
+    official = ["train.split_by=correct", "train.uncertain_targets=hard", "train.weighting=harmonic"]
+    plain, _, _ = stub_step(official)
+    on, codec, cfg = stub_step(official + ["train.targeted=0.5", "train.targeted_class=likeliest_wrong"])
+    assert on["targeted"].item() > 0
+    # the targeted term joins the privacy sum with its weight
+    assert math.isclose((on["privacy"] - plain["privacy"]).item(), 0.5 * on["targeted"].item(), rel_tol=1e-5)
+    on["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in codec.parameters())
+
+
 def test_a_step_whose_pairs_are_all_confident_keeps_the_confident_term_whole():
     same = ["a red car on a street"] * 2  # one text for both: each reads its own caption first
     terms, _, _ = stub_step(["train.split_by=correct"], captions=same)
@@ -168,16 +182,18 @@ def test_smoke_training_lowers_the_loss(labelled_folder, tiny_vlp, tmp_path):
     assert json.loads(info.metadata["psic.training"])["steps"] == [40]  # steps per stage
 
 
-def test_official_uaeo_options_train_and_are_recorded(labelled_folder, tiny_vlp, tmp_path):
+def test_official_uaeo_options_and_new_terms_train_log_and_are_recorded(labelled_folder, tiny_vlp, tmp_path):
     from psic_core.weights import training_record
 
-    options = {"split_by": "correct", "uncertain_targets": "hard", "weighting": "harmonic", "gamma": 0.0}
+    options = {"split_by": "correct", "uncertain_targets": "hard", "weighting": "harmonic", "gamma": 0.0,
+               "targeted": 0.5, "targeted_class": "likeliest_wrong"}
     cfg = config(labelled_folder, tiny_vlp, tmp_path, stages=[1], max_steps=[2], minutes=[60.0], **options)
     record = training_record(describe(train(cfg)))
     assert {k: record["train"][k] for k in options} == options
     with open(tmp_path / "log.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
+    assert len(rows) == 2 and all(float(r["targeted"]) > 0 for r in rows)
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
 
 
 def test_stage_two_keeps_bitstreams_valid(labelled_folder, tiny_vlp, tmp_path, photo):

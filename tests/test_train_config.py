@@ -34,6 +34,8 @@ def labels(tmp_path):
     ("train.split_by=rank", "train.split_by must be one of uncertainty, correct, not 'rank'"),
     ("train.uncertain_targets=argmin", "train.uncertain_targets must be one of soft, hard, not 'argmin'"),
     ("train.weighting=equal", "train.weighting must be one of detached, harmonic, not 'equal'"),
+    ("train.targeted=-1", "train.targeted must be a number >= 0, not -1"),
+    ("train.targeted_class=random", "train.targeted_class must be one of least_likely, likeliest_wrong, not 'random'"),
     ("train.batching=random", "train.batching must be one of mixed, source"),
     ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:N"),
     ("model.cltg_scales=yes", "model.cltg_scales must be true or false, not 'yes'"),
@@ -89,12 +91,13 @@ def test_override_text_is_typed_by_the_key():
     assert config["vlp"]["name"] == "open_clip:ViT-B-32" and config["train"]["threshold"] == 0.5
 
 
-def test_uaeo_options_default_to_the_original_loss_and_the_correct_split_takes_no_threshold():
+def test_psic_loss_options_default_to_the_original_loss_and_the_correct_split_takes_no_threshold():
     config = load_config(None, [])["train"]
     assert (config["split_by"], config["uncertain_targets"], config["weighting"]) == ("uncertainty", "soft", "detached")
+    assert config["targeted"] == 0.0 and config["targeted_class"] == "least_likely"
     official = load_config(None, ["train.split_by=correct", "train.uncertain_targets=hard", "train.weighting=harmonic",
-                                  "train.gamma=0"])["train"]
-    assert official["split_by"] == "correct" and official["gamma"] == 0.0
+                                  "train.gamma=0", "train.targeted=0.5"])["train"]
+    assert official["split_by"] == "correct" and official["gamma"] == 0.0 and official["targeted"] == 0.5
     with pytest.raises(ValueError, match='train.threshold applies to train.split_by = "uncertainty" only; with '
                                          '"correct" leave it unset, not 0.5'):
         load_config(None, ["train.split_by=correct", "train.threshold=0.5"])

@@ -1,4 +1,4 @@
-"""UAEO split and losses on hand-made embeddings, and the adaptive weights."""
+"""UAEO split and losses on hand-made embeddings, the adaptive weights, and the targeted zero-shot term."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from psic_core.train.uaeo import (
     candidate_sets,
     evidential_uncertainty,
     split_pairs,
+    targeted_zero_shot,
     uaeo_losses,
     weighted_sum,
 )
@@ -193,3 +194,51 @@ def test_harmonic_weights_stay_in_the_graph_and_detached_ones_do_not():
     assert adaptive_weights({"a": torch.tensor(1.0, requires_grad=True)}, "harmonic")["a"].requires_grad
     with pytest.raises(ValueError, match="weighting must be one of detached, harmonic, not 'equal'"):
         adaptive_weights({"a": torch.tensor(1.0)}, "equal")
+
+
+@pytest.fixture
+def zero_shot_batch():
+    """Two labelled pairs of one source (cat, dog, fish) and a caption pair; texts as one-hot embeddings."""
+    captions = ["a photo of a cat.", "a photo of a dog.", "a red car"]
+    classes = ["a photo of a cat.", "a photo of a dog.", "a photo of a fish."]
+    texts, mask, positives = candidate_sets(captions, [classes, classes, None])
+    assert texts == ["a photo of a cat.", "a photo of a dog.", "a red car", "a photo of a fish."]
+    clean = torch.tensor([
+        [5.0, 3.0, 0.0, 1.0],  # cat, right: least likely wrong class fish, likeliest wrong dog
+        [6.0, 1.0, 0.0, 4.0],  # dog, wrong (reads cat): least likely wrong fish, likeliest wrong cat
+        [0.0, 0.0, 9.0, 0.0],  # the caption pair: not part of the term
+    ])
+    return torch.eye(4), clean, mask, positives, torch.tensor([True, True, False])
+
+
+def test_targeted_term_is_the_cross_entropy_toward_one_wrong_class_of_the_source(zero_shot_batch):
+    text, clean, mask, positives, labelled = zero_shot_batch
+    protected = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])  # both read cat
+
+    def loss(image, target_class):
+        return float(targeted_zero_shot(image, clean, text, 10.0, mask, positives, labelled, target_class))
+
+    top = math.log(math.exp(10) + 2)  # CE toward a class at logit 0 next to one at 10 and another at 0
+    assert math.isclose(loss(protected, "least_likely"), (top + top) / 2, rel_tol=1e-6)  # both toward fish
+    assert math.isclose(loss(protected, "likeliest_wrong"), (top + (top - 10)) / 2, rel_tol=1e-6)  # dog, cat
+    on_fish = protected.clone()
+    on_fish[:2] = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    assert loss(on_fish, "least_likely") < 1e-3  # at the target, the term is (nearly) spent
+    with pytest.raises(ValueError, match="target_class must be one of least_likely, likeliest_wrong"):
+        loss(protected, "random")
+
+
+def test_targeted_term_never_targets_the_own_class_and_skips_pairs_without_a_wrong_one(zero_shot_batch):
+    text, clean, mask, positives, labelled = zero_shot_batch
+    own_least_likely = clean.clone()
+    own_least_likely[0] = torch.tensor([-5.0, 3.0, 0.0, 1.0])  # cat is least likely for its own image
+    only_first = torch.tensor([True, False, False])
+    image = torch.tensor([[0.0, 1.0, 0.0, 0.0]] * 3)  # reads dog: logits 10 on dog
+    value = targeted_zero_shot(image, own_least_likely, text, 10.0, mask, positives, only_first)
+    assert math.isclose(float(value), math.log(math.exp(10) + 2), rel_tol=1e-6)  # toward fish, not cat
+    one_class = mask.clone()
+    one_class[:2] = False
+    one_class[0, 0] = one_class[1, 1] = True  # a source with a single class: no wrong class to move to
+    image.requires_grad_()
+    empty = targeted_zero_shot(image, clean, text, 10.0, one_class, positives, labelled)
+    assert empty.item() == 0.0 and empty.requires_grad

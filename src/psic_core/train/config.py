@@ -20,7 +20,7 @@ from typing import Any
 from ..models.base import ConditionalCodec
 from .device import DEFAULT_CHANNELS_LAST, DEFAULT_COMPILE, PRECISIONS
 from .pairs import BATCHING
-from .uaeo import CONFIDENT_LOSSES, SPLITS, UNCERTAIN_TARGETS, WEIGHTINGS
+from .uaeo import CONFIDENT_LOSSES, SPLITS, TARGETED_CLASSES, UNCERTAIN_TARGETS, WEIGHTINGS
 
 LABEL_CANDIDATES = ("batch", "source")
 STAGES = ([1], [2], [1, 2])
@@ -230,6 +230,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "temperature": Number(minimum=0, exclusive=True, default=1.0),  # softness of the least-likely-caption labels
         # UAEO's inverse-magnitude weights: detached, or "harmonic" (the official code's, in the graph)
         "weighting": Text("detached", WEIGHTINGS),
+        # weight of the targeted zero-shot term (labelled pairs toward one wrong class of their source; 0: off) and
+        # how that class is chosen on the original
+        "targeted": Number(minimum=0, default=0.0),
+        "targeted_class": Text("least_likely", TARGETED_CLASSES),
         "seed": Integer(default=0),
         "threads": Integer(default=0),  # torch threads (0: torch's default)
         "device": Device("auto"),

@@ -6,7 +6,7 @@ Loss per step, for a batch of (image, caption) pairs and the frozen target VLP:
     privacy = adaptive_weights-weighted sum of UAEO's confident and uncertain terms (train/uaeo.py; a group with
               no pair this step is left out of the sum); a caption pair is scored against the batch's captions,
               and so is a labelled pair unless ``train.label_candidates = "source"`` (then: its source's class
-              prompts)
+              prompts); plus ``train.targeted * L_targeted`` (uaeo.targeted_zero_shot, labelled pairs; 0: off)
     keep    = 1 - cos(VLP(full decoding), VLP(original))          # the full decoding keeps its semantics
     loss    = rd + beta_stage * (|rd| / |privacy|) * privacy + gamma * keep
 
@@ -43,7 +43,8 @@ from .data import RandomCropImages  # noqa: E402
 from .device import Compute, resolve_device  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
 from .pairs import CaptionedImages, PairBatch, read_captions, read_labels  # noqa: E402
-from .uaeo import candidate_sets, split_pairs, uaeo_losses, weighted_sum  # noqa: E402
+from .uaeo import (  # noqa: E402
+    candidate_sets, split_pairs, targeted_zero_shot, uaeo_losses, weighted_sum)
 
 def freeze_for_stage(model, stage: int) -> list[torch.nn.Parameter]:
     """Stage 1: every weight trains. Stage 2: only the synthesis transform (with CLTG)."""
@@ -109,7 +110,9 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
     n = x.shape[0]
     competitors = pairs.competitors if cfg["label_candidates"] == "source" else [None] * n
     texts, mask, positives = candidate_sets(pairs.captions, competitors)
-    missing = [t for t in texts if t not in text_cache]
+    # the targeted term always scores a labelled pair against its source's classes, whatever label_candidates says
+    zero_shot = candidate_sets(pairs.captions, pairs.competitors) if cfg["targeted"] else None
+    missing = list(dict.fromkeys(t for t in texts + (zero_shot[0] if zero_shot else []) if t not in text_cache))
     if missing:
         with torch.no_grad():
             text_cache.update(zip(missing, vlp.encode_text(missing)))
@@ -130,6 +133,14 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
     # an empty group's term is a constant 0, whose inverse-magnitude weight would take (nearly) the whole sum
     groups = {"uaeo_confident": split.confident, "uaeo_uncertain": ~split.confident}
     privacy = weighted_sum({k: terms[k] for k, members in groups.items() if members.any()}, cfg["weighting"])
+    if zero_shot:
+        zero_shot_texts, zero_shot_mask, zero_shot_positives = zero_shot
+        zero_shot_text = torch.stack([text_cache[t] for t in zero_shot_texts])
+        labelled = torch.tensor([c is not None for c in pairs.competitors], device=x.device)
+        terms["targeted"] = targeted_zero_shot(protected, scale * original @ zero_shot_text.t(), zero_shot_text,
+                                               scale, zero_shot_mask, zero_shot_positives, labelled,
+                                               cfg["targeted_class"])
+        privacy = privacy + cfg["targeted"] * terms["targeted"]
     terms["keep_full"] = (1 - F.cosine_similarity(full, original)).mean()
     balance = terms["loss"].detach().abs() / privacy.detach().abs().clamp_min(1e-8)
     terms["privacy"] = privacy

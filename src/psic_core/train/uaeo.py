@@ -1,4 +1,5 @@
-"""UAEO: uncertainty-aware privacy objective on the protected decoding, and adaptive multi-objective weights.
+"""UAEO: uncertainty-aware privacy objective on the protected decoding, adaptive multi-objective weights, and the
+PSIC trainer's optional targeted zero-shot term.
 
 Candidates. Each pair i of a batch is scored against a set of candidate texts that holds its own one (``mask``,
 ``positives``; ``candidate_sets`` builds them): a caption pair against the batch's captions, as in CLIP's
@@ -37,8 +38,16 @@ scale whatever its magnitude and the gradient of ``sum_k w_k L_k`` is ``sum_k w_
 ``weighting="harmonic"`` (the official code's) keeps them in the graph: ``sum_k w_k L_k`` is then the harmonic mean
 ``K / sum_m (1 / L_m)`` and its gradient ``dH/dL_k = H^2 / (K L_k^2)`` favours the smaller term.
 
+Targeted zero-shot term (``targeted_zero_shot``), for labelled pairs, whose candidates are their source's class
+prompts: zero-shot classification ranks exactly those, and pushing away from the own caption inside a mixed batch
+does not decide which of them wins. Each labelled pair gets one wrong class of its source, chosen on the original:
+``"least_likely"`` (``argmin_{j != pos(i)} s_ij``) or ``"likeliest_wrong"`` (``argmax_{j != pos(i)} s_ij``, the
+runner-up when the VLP is right: the nearest wrong class), ties to the first; then
+``L_targeted = mean_i CE(softmax_{j in K_i} p_ij, target_i)`` over the labelled pairs with a wrong class.
+
 The PSIC config's keys for these options (train/config.py, defaults first): ``train.split_by`` uncertainty|correct,
 ``train.uncertain_targets`` soft|hard, ``train.weighting`` detached|harmonic, ``train.confident`` cosine|centred,
+``train.targeted`` (weight, 0: off) with ``train.targeted_class`` least_likely|likeliest_wrong;
 ``train.gamma = 0`` drops the trainer's keep term, as the official code has none.
 """
 
@@ -54,6 +63,7 @@ CONFIDENT_LOSSES = ("cosine", "centred")
 SPLITS = ("uncertainty", "correct")
 UNCERTAIN_TARGETS = ("soft", "hard")
 WEIGHTINGS = ("detached", "harmonic")
+TARGETED_CLASSES = ("least_likely", "likeliest_wrong")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -177,3 +187,26 @@ def adaptive_weights(losses: dict[str, torch.Tensor], weighting: str = "detached
 def weighted_sum(losses: dict[str, torch.Tensor], weighting: str = "detached") -> torch.Tensor:
     weights = adaptive_weights(losses, weighting)
     return sum(weights[k] * losses[k] for k in losses)
+
+
+def targeted_zero_shot(protected_image: torch.Tensor, clean_logits: torch.Tensor, text: torch.Tensor,
+                       logit_scale: torch.Tensor | float, mask: torch.Tensor, positives: torch.Tensor,
+                       labelled: torch.Tensor, target_class: str = "least_likely") -> torch.Tensor:
+    """Cross-entropy of each labelled pair's protected logits over its candidates (its source's class prompts)
+    toward one wrong class chosen on the original (module docstring); ``labelled`` (B,) bool marks the rows whose
+    ``mask`` row holds their source's classes. Zero, in the graph, when no labelled pair has a wrong class."""
+    _check_choice("target_class", target_class, TARGETED_CLASSES)
+    mask = mask.to(clean_logits.device)
+    positives = positives.to(clean_logits.device)
+    with torch.no_grad():
+        wrong = mask.clone()
+        wrong[torch.arange(len(positives), device=mask.device), positives] = False
+        if target_class == "least_likely":
+            target = clean_logits.masked_fill(~wrong, torch.inf).argmin(dim=1)
+        else:
+            target = clean_logits.masked_fill(~wrong, -torch.inf).argmax(dim=1)
+        rows = labelled.to(mask.device) & wrong.any(dim=1)
+    logits = (logit_scale * protected_image @ text.t()).masked_fill(~mask, -torch.inf)
+    if not rows.any():
+        return protected_image.sum() * 0
+    return F.cross_entropy(logits[rows], target[rows])
