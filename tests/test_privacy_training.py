@@ -139,13 +139,18 @@ def test_gamma_zero_drops_exactly_the_keep_term():
 
 def test_new_terms_are_off_by_default_and_logged_and_added_when_on():
     default, _, _ = stub_step([])
-    assert "targeted" not in default
+    assert "targeted" not in default and "looks" not in default
     official = ["train.split_by=correct", "train.uncertain_targets=hard", "train.weighting=harmonic"]
     plain, _, _ = stub_step(official)
-    on, codec, cfg = stub_step(official + ["train.targeted=0.5", "train.targeted_class=likeliest_wrong"])
-    assert on["targeted"].item() > 0
-    # the targeted term joins the privacy sum with its weight
+    on, codec, cfg = stub_step(official + ["train.targeted=0.5", "train.targeted_class=likeliest_wrong",
+                                           "train.looks=2"])
+    assert on["targeted"].item() > 0 and on["looks"].item() > 0
+    # the targeted term joins the privacy sum with its weight; the looks term the loss, in the distortion's units
     assert math.isclose((on["privacy"] - plain["privacy"]).item(), 0.5 * on["targeted"].item(), rel_tol=1e-5)
+    rd = on["bpp"] + cfg["lmbda"] * 255**2 * (on["mse_protect"] + on["mse_full"]) / 2
+    # loss = rd + beta * (|rd| / privacy) * privacy + gamma * keep + looks term, with beta = gamma = 1 here
+    looks_part = on["loss"] - rd - rd.abs() - on["keep_full"]
+    assert math.isclose(looks_part.item(), 2 * cfg["lmbda"] * 255**2 * on["looks"].item(), rel_tol=1e-4)
     on["loss"].backward()
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in codec.parameters())
 
@@ -186,13 +191,13 @@ def test_official_uaeo_options_and_new_terms_train_log_and_are_recorded(labelled
     from psic_core.weights import training_record
 
     options = {"split_by": "correct", "uncertain_targets": "hard", "weighting": "harmonic", "gamma": 0.0,
-               "targeted": 0.5, "targeted_class": "likeliest_wrong"}
+               "targeted": 0.5, "targeted_class": "likeliest_wrong", "looks": 1.0}
     cfg = config(labelled_folder, tiny_vlp, tmp_path, stages=[1], max_steps=[2], minutes=[60.0], **options)
     record = training_record(describe(train(cfg)))
     assert {k: record["train"][k] for k in options} == options
     with open(tmp_path / "log.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and all(float(r["targeted"]) > 0 for r in rows)
+    assert len(rows) == 2 and all(float(r["targeted"]) > 0 and float(r["looks"]) >= 0 for r in rows)
     assert all(math.isfinite(float(r["loss"])) for r in rows)
 
 

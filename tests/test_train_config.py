@@ -36,6 +36,7 @@ def labels(tmp_path):
     ("train.weighting=equal", "train.weighting must be one of detached, harmonic, not 'equal'"),
     ("train.targeted=-1", "train.targeted must be a number >= 0, not -1"),
     ("train.targeted_class=random", "train.targeted_class must be one of least_likely, likeliest_wrong, not 'random'"),
+    ("train.looks=-0.5", "train.looks must be a number >= 0, not -0.5"),
     ("train.batching=random", "train.batching must be one of mixed, source"),
     ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:N"),
     ("model.cltg_scales=yes", "model.cltg_scales must be true or false, not 'yes'"),
@@ -94,10 +95,10 @@ def test_override_text_is_typed_by_the_key():
 def test_psic_loss_options_default_to_the_original_loss_and_the_correct_split_takes_no_threshold():
     config = load_config(None, [])["train"]
     assert (config["split_by"], config["uncertain_targets"], config["weighting"]) == ("uncertainty", "soft", "detached")
-    assert config["targeted"] == 0.0 and config["targeted_class"] == "least_likely"
+    assert config["targeted"] == 0.0 and config["looks"] == 0.0 and config["targeted_class"] == "least_likely"
     official = load_config(None, ["train.split_by=correct", "train.uncertain_targets=hard", "train.weighting=harmonic",
-                                  "train.gamma=0", "train.targeted=0.5"])["train"]
-    assert official["split_by"] == "correct" and official["gamma"] == 0.0 and official["targeted"] == 0.5
+                                  "train.gamma=0", "train.targeted=0.5", "train.looks=2"])["train"]
+    assert official["split_by"] == "correct" and official["gamma"] == 0.0 and official["looks"] == 2.0
     with pytest.raises(ValueError, match='train.threshold applies to train.split_by = "uncertainty" only; with '
                                          '"correct" leave it unset, not 0.5'):
         load_config(None, ["train.split_by=correct", "train.threshold=0.5"])

@@ -1,4 +1,4 @@
-"""UAEO split and losses on hand-made embeddings, the adaptive weights, and the targeted zero-shot term."""
+"""UAEO split and losses on hand-made embeddings, the adaptive weights, and the targeted zero-shot and looks terms."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from psic_core.train.uaeo import (
     adaptive_weights,
     candidate_sets,
     evidential_uncertainty,
+    looks_penalty,
     split_pairs,
     targeted_zero_shot,
     uaeo_losses,
@@ -242,3 +243,48 @@ def test_targeted_term_never_targets_the_own_class_and_skips_pairs_without_a_wro
     image.requires_grad_()
     empty = targeted_zero_shot(image, clean, text, 10.0, one_class, positives, labelled)
     assert empty.item() == 0.0 and empty.requires_grad
+
+
+def _stripes(period: float, size: int = 32) -> torch.Tensor:
+    rows = torch.arange(size, dtype=torch.float64)[:, None].expand(size, size)
+    return torch.cos(2 * math.pi * rows / period).expand(2, 3, size, size)
+
+
+def _energy(x: torch.Tensor) -> float:
+    return float(x.square().mean())
+
+
+def test_looks_penalty_is_zero_for_identical_decodings_and_differentiable():
+    decoded = torch.rand(2, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    same = looks_penalty(decoded, decoded.detach().clone())
+    assert same.item() == 0.0
+    same.backward()
+    assert torch.equal(decoded.grad, torch.zeros_like(decoded))  # a finite (zero) gradient where nothing differs
+    full = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    protected = (full + 0.1 * torch.randn(1, 3, 8, 8, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: looks_penalty(p, full), (protected,))
+
+
+def test_looks_penalty_by_hand_for_a_uniform_shift_and_a_finest_stripe():
+    bins = 32 * 32
+    peak = 1 + bins / (bins + 8)  # all the energy in one frequency bin
+    shift = torch.full((2, 3, 32, 32), 0.1, dtype=torch.float64)  # the zero frequency: w_low = 4
+    assert math.isclose(float(looks_penalty(shift, torch.zeros_like(shift))), 4 * peak * 0.01, rel_tol=1e-9)
+    finest = _stripes(2)  # +1, -1, ...: 0.5 cycles per pixel, w_low = 1 + 3 e^-8
+    assert math.isclose(float(looks_penalty(finest, torch.zeros_like(finest))), (1 + 3 * math.exp(-8)) * peak,
+                        rel_tol=1e-9)
+
+
+def test_looks_penalty_is_higher_for_stripes_than_for_white_noise_of_equal_energy():
+    torch.manual_seed(0)
+    noise = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    noise_cost = float(looks_penalty(noise, torch.zeros_like(noise))) / _energy(noise)
+    assert 1.1 < noise_cost < 1.5  # white noise: close to its energy
+    costs = []
+    for period in (2, 4, 8, 16, 32):
+        stripes = _stripes(period)
+        costs.append(float(looks_penalty(stripes, torch.zeros_like(stripes))) / _energy(stripes))
+    assert min(costs) > noise_cost + 0.5  # every periodic pattern, at any period
+    assert costs == sorted(costs)  # and the broader the stripes, the more they cost
+    scaled = looks_penalty(3 * noise, torch.zeros_like(noise)) / looks_penalty(noise, torch.zeros_like(noise))
+    assert math.isclose(float(scaled), 9, rel_tol=1e-9)  # an energy: quadratic in the difference

@@ -234,6 +234,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         # how that class is chosen on the original
         "targeted": Number(minimum=0, default=0.0),
         "targeted_class": Text("least_likely", TARGETED_CLASSES),
+        # weight of the looks term (frequency-weighted energy of protected - full, in units of the distortion; 0: off)
+        "looks": Number(minimum=0, default=0.0),
         "seed": Integer(default=0),
         "threads": Integer(default=0),  # torch threads (0: torch's default)
         "device": Device("auto"),

@@ -8,7 +8,8 @@ Loss per step, for a batch of (image, caption) pairs and the frozen target VLP:
               and so is a labelled pair unless ``train.label_candidates = "source"`` (then: its source's class
               prompts); plus ``train.targeted * L_targeted`` (uaeo.targeted_zero_shot, labelled pairs; 0: off)
     keep    = 1 - cos(VLP(full decoding), VLP(original))          # the full decoding keeps its semantics
-    loss    = rd + beta_stage * (|rd| / |privacy|) * privacy + gamma * keep
+    looks   = uaeo.looks_penalty(protected, full decoding)   # frequency-weighted energy of their difference (0: off)
+    loss    = rd + beta_stage * (|rd| / |privacy|) * privacy + gamma * keep + train.looks * lmbda * 255^2 * looks
 
 ``|rd| / |privacy|`` (detached) is the privacy-vs-quality inverse-magnitude balance: ``beta_stage`` is then the
 privacy term's share relative to rate-distortion, whatever the raw scales. Stage 1 trains every weight with a
@@ -44,7 +45,7 @@ from .device import Compute, resolve_device  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
 from .pairs import CaptionedImages, PairBatch, read_captions, read_labels  # noqa: E402
 from .uaeo import (  # noqa: E402
-    candidate_sets, split_pairs, targeted_zero_shot, uaeo_losses, weighted_sum)
+    candidate_sets, looks_penalty, split_pairs, targeted_zero_shot, uaeo_losses, weighted_sum)
 
 def freeze_for_stage(model, stage: int) -> list[torch.nn.Parameter]:
     """Stage 1: every weight trains. Stage 2: only the synthesis transform (with CLTG)."""
@@ -101,7 +102,7 @@ def build_model(config: dict):
 def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg: dict, beta: float,
                  text_cache: dict, compute: Compute) -> dict[str, torch.Tensor]:
     """The loss terms of one step. Under bf16 the codec and the VLP's image tower run in autocast; the embeddings
-    come back to float32 before any loss."""
+    and decodings come back to float32 before any loss, and every loss runs outside autocast."""
     x = pairs.images
     batch = x if photos is None else torch.cat([x, photos])
     with compute.autocast():
@@ -146,6 +147,11 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
     terms["privacy"] = privacy
     terms["confident_share"] = split.confident.float().mean()
     terms["loss"] = terms["loss"] + beta * balance * privacy + cfg["gamma"] * terms["keep_full"]
+    if cfg["looks"]:
+        # in the distortion's units (lmbda * 255^2 per unit of squared difference): train.looks is its weight
+        # relative to the distortion term
+        terms["looks"] = looks_penalty(out["x_hat"]["protect"].float(), out["x_hat"]["full"].float())
+        terms["loss"] = terms["loss"] + cfg["looks"] * cfg["lmbda"] * 255**2 * terms["looks"]
     return terms
 
 

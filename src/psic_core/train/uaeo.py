@@ -1,5 +1,5 @@
 """UAEO: uncertainty-aware privacy objective on the protected decoding, adaptive multi-objective weights, and the
-PSIC trainer's optional targeted zero-shot term.
+PSIC trainer's optional targeted zero-shot and looks terms.
 
 Candidates. Each pair i of a batch is scored against a set of candidate texts that holds its own one (``mask``,
 ``positives``; ``candidate_sets`` builds them): a caption pair against the batch's captions, as in CLIP's
@@ -45,10 +45,16 @@ does not decide which of them wins. Each labelled pair gets one wrong class of i
 runner-up when the VLP is right: the nearest wrong class), ties to the first; then
 ``L_targeted = mean_i CE(softmax_{j in K_i} p_ij, target_i)`` over the labelled pairs with a wrong class.
 
+Looks term (``looks_penalty``) on ``d = protected - full``: the power spectrum ``P_f = |FFT2(d)|^2`` (orthonormal, per
+image and channel, so ``mean_f P_f = mean d^2``), ``L_looks = mean_f w_low(f) w_peak(f) P_f`` with
+``w_low = 1 + 3 exp(-r_f / r_0)`` (``r_f`` the radial frequency in cycles per pixel, ``r_0 = 1/16``) and
+``w_peak = 1 + P_f / (P_f + 8 mean_g P_g)``: white noise costs about 1.3x its energy, a periodic stripe 2x (the
+finest) to 7x (the broadest), a uniform tint 8x (the reasons are at ``looks_penalty``).
+
 The PSIC config's keys for these options (train/config.py, defaults first): ``train.split_by`` uncertainty|correct,
 ``train.uncertain_targets`` soft|hard, ``train.weighting`` detached|harmonic, ``train.confident`` cosine|centred,
-``train.targeted`` (weight, 0: off) with ``train.targeted_class`` least_likely|likeliest_wrong;
-``train.gamma = 0`` drops the trainer's keep term, as the official code has none.
+``train.targeted`` (weight, 0: off) with ``train.targeted_class`` least_likely|likeliest_wrong, ``train.looks``
+(weight, 0: off); ``train.gamma = 0`` drops the trainer's keep term, as the official code has none.
 """
 
 from __future__ import annotations
@@ -210,3 +216,32 @@ def targeted_zero_shot(protected_image: torch.Tensor, clean_logits: torch.Tensor
     if not rows.any():
         return protected_image.sum() * 0
     return F.cross_entropy(logits[rows], target[rows])
+
+
+def _visibility_weight(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """w_low on the FFT grid: 1 + 3 exp(-r / r_0), r the radial frequency in cycles per pixel, r_0 = 1/16."""
+    fy = torch.fft.fftfreq(height, device=like.device, dtype=like.dtype)[:, None]
+    fx = torch.fft.fftfreq(width, device=like.device, dtype=like.dtype)[None, :]
+    return 1 + 3 * torch.exp(-torch.sqrt(fy**2 + fx**2) * 16)
+
+
+def looks_penalty(protected: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """Frequency-weighted energy of the difference between the protected and the full decoding (B, 3, H, W).
+
+    Chosen over MS-SSIM: it names the two faults to avoid directly, needs no minimum size (MS-SSIM's five scales
+    need 161 px, the training crops are 64-128 px) and is exactly 0 for identical decodings. The difference's power
+    spectrum is weighted twice:
+
+    - ``w_low``: a broad, low-frequency difference (a tint, bands, blotches) is seen as part of the picture, while
+      fine grain hides in the image's own texture; so low frequencies cost up to 4x their energy (the weight is
+      1 + 3 exp(-16 r), above 2 for periods longer than about 15 px) and none less than 1x;
+    - ``w_peak``: a periodic pattern (stripes, a grid at the synthesis transform's upsampling period) puts its energy
+      into a few frequency bins far above the spectrum's mean power, white noise spreads it evenly (its periodogram
+      bins exceed 8 times their mean in e^-8 of the bins); so a bin costs up to 2x its energy the more it stands
+      out, ``1 + P_f / (P_f + 8 mean P)``.
+    """
+    spectrum = torch.fft.fft2(protected - full, norm="ortho")
+    power = spectrum.real.square() + spectrum.imag.square()  # not abs(): its gradient is undefined at 0
+    mean_power = power.mean(dim=(-2, -1), keepdim=True)
+    peak = 1 + power / (power + 8 * mean_power + 1e-20)  # 1e-20: 0/0 where the decodings are identical
+    return (_visibility_weight(*power.shape[-2:], power) * peak * power).mean()
