@@ -55,11 +55,14 @@ class ConditionalCodec:
     #: entropy-coded strings per image, in the order compress() returns them
     num_strings: int = 2
 
-    def condition_synthesis(self, N: int, M: int, cltg_frequencies: int, cltg_hidden: int, cltg_scales: bool):
-        """Replace the backbone's g_s by the conditional one; ``self.config`` is what the weights file records."""
-        self.g_s = ConditionalSynthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales)
+    def condition_synthesis(self, N: int, M: int, cltg_frequencies: int, cltg_hidden: int, cltg_scales: bool, *,
+                            cltg_sites: str = "blocks", cltg_latent: bool = False):
+        """Replace the backbone's g_s by the conditional one; ``self.config`` is what the weights file records
+        (weights recorded before ``cltg_sites`` and ``cltg_latent`` existed have their defaults)."""
+        self.g_s = ConditionalSynthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales, sites=cltg_sites,
+                                        latent_trigger=cltg_latent)
         self.config = {"N": N, "M": M, "cltg_frequencies": cltg_frequencies, "cltg_hidden": cltg_hidden,
-                       "cltg_scales": cltg_scales}
+                       "cltg_scales": cltg_scales, "cltg_sites": cltg_sites, "cltg_latent": cltg_latent}
 
     def max_symbols(self, shape: tuple[int, int]) -> int:
         """Symbols the entropy coder decodes for a hyper-latent of ``shape`` (y at 4x its resolution, and z)."""

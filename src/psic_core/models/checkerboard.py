@@ -97,7 +97,7 @@ class PsicCheckerboardHyperprior(ConditionalCodec, SimpleVAECompressionModel):
     num_strings = 3
 
     def __init__(self, N: int = 64, M: int = 96, cltg_frequencies: int = 32, cltg_hidden: int = 128,
-                 cltg_scales: bool = False):
+                 cltg_scales: bool = False, *, cltg_sites: str = "blocks", cltg_latent: bool = False):
         super().__init__()
         self.g_a = _analysis(N, M)
         self.latent_codec = HyperpriorLatentCodec(latent_codec={
@@ -109,7 +109,8 @@ class PsicCheckerboardHyperprior(ConditionalCodec, SimpleVAECompressionModel):
             "hyper": HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(N), h_a=_hyper_analysis(N, M),
                                       h_s=_hyper_synthesis(N, M), quantizer="ste"),
         })
-        self.condition_synthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales)
+        self.condition_synthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales, cltg_sites=cltg_sites,
+                                 cltg_latent=cltg_latent)
 
     def forward_latent(self, x):
         y = self.g_a(x)

@@ -14,9 +14,10 @@ from .registry import register_backbone
 @register_backbone("scale-hyperprior")
 class PsicScaleHyperprior(ConditionalCodec, ScaleHyperprior):
     def __init__(self, N: int = 64, M: int = 96, cltg_frequencies: int = 32, cltg_hidden: int = 128,
-                 cltg_scales: bool = False):
+                 cltg_scales: bool = False, *, cltg_sites: str = "blocks", cltg_latent: bool = False):
         super().__init__(N=N, M=M)
-        self.condition_synthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales)
+        self.condition_synthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales, cltg_sites=cltg_sites,
+                                 cltg_latent=cltg_latent)
 
     def _scales(self, z_hat: torch.Tensor) -> torch.Tensor:
         return self.h_s(z_hat)
@@ -51,9 +52,10 @@ class PsicScaleHyperprior(ConditionalCodec, ScaleHyperprior):
 @register_backbone("mean-scale-hyperprior")
 class PsicMeanScaleHyperprior(ConditionalCodec, MeanScaleHyperprior):
     def __init__(self, N: int = 64, M: int = 96, cltg_frequencies: int = 32, cltg_hidden: int = 128,
-                 cltg_scales: bool = False):
+                 cltg_scales: bool = False, *, cltg_sites: str = "blocks", cltg_latent: bool = False):
         super().__init__(N=N, M=M)
-        self.condition_synthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales)
+        self.condition_synthesis(N, M, cltg_frequencies, cltg_hidden, cltg_scales, cltg_sites=cltg_sites,
+                                 cltg_latent=cltg_latent)
 
     def _scales_means(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scales, means = self.h_s(z_hat).chunk(2, 1)

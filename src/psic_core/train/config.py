@@ -197,6 +197,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "N": Integer(minimum=1, default=64),
         "M": Integer(minimum=1, default=96),
         "cltg_scales": Flag(False),  # CLTG gains as well as biases (grown onto init weights that lack them)
+        # where CLTG adds biases: after the 4 deconvolutions, or the official placement (latent scale, two per hidden
+        # block, no RGB; from scratch only), or the official one plus the RGB output's (grows onto "blocks" weights)
+        "cltg_sites": Text("blocks", options=("blocks", "official", "official+rgb")),
+        "cltg_latent": Flag(False),  # an image-specific trigger at the latent scale, protected decoding only (grown)
     },
     "vlp": {
         "name": Text("refclip-s"),

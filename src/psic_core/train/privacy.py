@@ -90,13 +90,20 @@ class DistributedContext:
             torch.distributed.destroy_process_group()
 
 
+#: the trigger options and their defaults (the bundled bias-only CLTG); a non-default value the init weights lack
+#: is grown onto them
+TRIGGER_DEFAULTS = {"cltg_scales": False, "cltg_sites": "blocks", "cltg_latent": False}
+
+
 def build_model(config: dict):
     m = config["model"]
+    wanted = {key: m[key] for key in TRIGGER_DEFAULTS}
     if m["init"]:
         info = registry.find(m["init"])
-        grow = {"cltg_scales": True} if m["cltg_scales"] and not info.config.get("cltg_scales") else None
-        return instantiate(info, grow).train(), info
-    return build_backbone(m["backbone"], N=m["N"], M=m["M"], cltg_scales=bool(m["cltg_scales"])), None
+        grow = {key: value for key, value in wanted.items()
+                if value != TRIGGER_DEFAULTS[key] and value != info.config.get(key, TRIGGER_DEFAULTS[key])}
+        return instantiate(info, grow or None).train(), info
+    return build_backbone(m["backbone"], N=m["N"], M=m["M"], **wanted), None
 
 
 def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg: dict, beta: float,

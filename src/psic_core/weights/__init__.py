@@ -285,8 +285,10 @@ def load_model(info: WeightsInfo):
 def instantiate(info: WeightsInfo, grow: dict | None = None):
     """A fresh backbone with the weights of ``info`` loaded (for training; decoding uses ``load_model``).
 
-    ``grow`` overrides config entries that add modules (e.g. ``{"cltg_scales": True}``): the parameters the file
-    lacks keep their fresh initialisation; every parameter the file has must still fit.
+    ``grow`` overrides config entries that add modules (``{"cltg_scales": True}``, ``{"cltg_latent": True}``,
+    ``{"cltg_sites": "official+rgb"}``): the parameters the file lacks keep their fresh initialisation; every
+    parameter the file has must still fit (so ``"official"`` sites, which drop the RGB bias, do not grow onto
+    ``"blocks"`` weights).
     """
     from safetensors.torch import load_file
 
