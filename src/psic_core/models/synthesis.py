@@ -4,9 +4,11 @@ every block's deconvolution (and, with ``cltg_scales``, CLTG gains multiplying i
 ``sites`` says where CLTG injects biases:
 
 - ``"blocks"`` (the bundled weights): after each of the 4 deconvolutions, the RGB output's included;
-- ``"official"`` (the PSIC authors' placement, from scratch only): at the latent scale before the first
-  deconvolution (M channels) and twice per hidden block, after its deconvolution and after its inverse GDN; none on
-  the RGB output, whose per-channel bias can only tint the whole picture;
+- ``"official"`` (from scratch only): the PSIC authors' placement as far as this g_s allows: at the latent scale
+  before the first deconvolution (M channels) and twice per hidden block, after its deconvolution and after its
+  inverse GDN; none on the RGB output, whose per-channel bias can only tint the whole picture. (Their synthesis has a
+  conditional residual block, two biases, at each of H/16, H/8, H/4 and H/2; this one has no layer at H/16 before
+  its first deconvolution, so one site there and two at each of the others: 7 sites, not 8.)
 - ``"official+rgb"``: the ``"official"`` sites plus the RGB output's, i.e. ``"blocks"`` plus the latent and post-GDN
   sites. Those come from CLTG's zero-initialised extra MLP, so this grows onto ``"blocks"`` weights and decodes
   exactly like them until it trains.
