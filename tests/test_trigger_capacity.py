@@ -102,6 +102,20 @@ def test_grown_options_decode_exactly_like_the_init_until_their_parameters_chang
     assert grown.compress(x)["strings"] == stream["strings"]  # the bitstream ignores the condition path
 
 
+@pytest.mark.parametrize("backbone", ["scale-hyperprior", "mean-scale-hyperprior", "checkerboard-hyperprior"])
+def test_every_backbone_takes_the_options_and_records_them(backbone):
+    torch.manual_seed(0)
+    model = build_backbone(backbone, N=N, M=M, cltg_sites="official+rgb", cltg_latent=True).eval()
+    assert model.config["cltg_sites"] == "official+rgb" and model.config["cltg_latent"] is True
+    randomise(new_parameters(model))
+    model.update(force=True)
+    x = torch.rand(1, 3, 64, 64)
+    stream = model.compress(x)
+    with torch.no_grad():
+        protect, full = (model.decompress(stream["strings"], stream["shape"], c)["x_hat"] for c in ("protect", "full"))
+    assert not torch.equal(protect, full)
+
+
 def test_the_latent_trigger_differs_per_image_and_per_position():
     torch.manual_seed(0)
     g_s = build_backbone("mean-scale-hyperprior", N=N, M=M, cltg_latent=True).g_s
