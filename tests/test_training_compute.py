@@ -87,20 +87,30 @@ def test_records_written_before_the_totals_are_read_from_their_budgets():
     continued = {"trainer": "psic_core.train.privacy", "steps": [1300], "init": "x-q1", "continues": psic,
                  "train": {"stages": [2], "minutes": [8.0]}}
     totals = history.cumulative(continued, lookup=lambda record: rd_record if record["init"] == "x-rd-q1" else None)
-    assert totals == {"rd": {"steps": 2000, "seconds": None}, "stage1": {"steps": 700, "seconds": 1200.0},
-                      "stage2": {"steps": 3600, "seconds": 1980.0}}
+    assert totals == {"rd": {"steps": 2000, "seconds": 0.0, "untimed": 1},
+                      "stage1": {"steps": 700, "seconds": 1200.0, "untimed": 0},
+                      "stage2": {"steps": 3600, "seconds": 1980.0, "untimed": 0}}
     assert base_init(continued) == "x-rd-q1"
 
 
 def test_a_new_record_extends_the_totals_of_the_one_it_continues():
-    previous = {"trainer": "psic_core.train.rd", "steps": 10, "seconds": 5.0,
+    # the previous weights continued others that are not at hand: their stored totals stand in for that history
+    previous = {"trainer": "psic_core.train.rd", "steps": 10, "seconds": 5.0, "init": "gone-q1",
                 "cumulative": {"rd": {"steps": 110, "seconds": 55.0}}}
     run = {"trainer": "psic_core.train.privacy", "steps": [4, 6], "seconds": [2.0, 3.0],
            "train": {"stages": [1, 2]}}
     record = history.extend(previous, run)
     assert record["continues"] is previous
-    assert record["cumulative"] == {"rd": {"steps": 110, "seconds": 55.0}, "stage1": {"steps": 4, "seconds": 2.0},
-                                    "stage2": {"steps": 6, "seconds": 3.0}}
+    assert record["cumulative"] == {"rd": {"steps": 110, "seconds": 55.0, "untimed": 0},
+                                    "stage1": {"steps": 4, "seconds": 2.0, "untimed": 0},
+                                    "stage2": {"steps": 6, "seconds": 3.0, "untimed": 0}}
+    assert history.cumulative(record) == record["cumulative"]
+
+
+def test_totals_are_recomputed_from_the_chain_and_count_untimed_runs():
+    first = {"trainer": "psic_core.train.rd", "steps": 100, "init": None}  # an early record: no time kept
+    second = history.extend(first, {"trainer": "psic_core.train.rd", "steps": 50, "seconds": 60.0, "init": "a"})
+    assert history.cumulative(second)["rd"] == {"steps": 150, "seconds": 60.0, "untimed": 1}
 
 
 def test_psic_models_verbose_shows_the_accumulated_chain(photos, tmp_path, monkeypatch, capsys):

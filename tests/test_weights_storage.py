@@ -60,3 +60,16 @@ def test_the_original_itself_wins_over_a_copy_that_decodes_it(original, tmp_path
     finally:
         for path in (copy, original):
             registry.unregister(path)
+
+
+def test_a_fresh_half_copy_is_new_weights_with_only_the_entropy_models_float32(original, tmp_path):
+    from psic_core.weights import ENTROPY_MODELS, decodes_sha256
+
+    fresh = half_copy(original, tmp_path / "fresh.safetensors", name="store-q1-new", fresh=True)
+    kept = half_copy(original, tmp_path / "kept.safetensors")
+    tensors = load_file(str(fresh))
+    assert {k for k, v in tensors.items() if v.dtype.itemsize == 4 and v.is_floating_point()} == {
+        k for k in tensors if k.startswith(ENTROPY_MODELS) and tensors[k].is_floating_point()}
+    assert fresh.stat().st_size < kept.stat().st_size
+    info = describe(fresh)
+    assert info.name == "store-q1-new" and decodes_sha256(info) == []

@@ -4,8 +4,9 @@ Each trainer writes one record per run into the weights' ``psic.training`` metad
 other weights, nests their record under ``continues``, so exported weights carry their whole chain and training
 can accumulate across machines (checkpoints do not outlive one). A run's record holds ``steps`` (an int for the
 rate-distortion trainer, a list per PSIC stage), ``seconds`` (the same shape; wall clock), ``compute`` (device,
-precision, threads) and ``cumulative``: the totals of the chain up to and including it. A total is None where
-some run of the chain did not record it.
+precision, threads) and ``cumulative``: the totals of the chain up to and including it, per stage ``steps``
+(None where some run did not record them), ``seconds`` of the timed runs and ``untimed``, the number of runs
+that kept no time (so ``seconds`` is then a lower bound).
 
 Records written before ``cumulative`` existed are read too: their stage budgets (``train.minutes``) stand in for
 the seconds they do not record, and a chain that names its init weights only by name or SHA-256 is followed through
@@ -30,7 +31,7 @@ def run_totals(record: dict) -> dict[str, dict]:
         seconds = record.get("seconds")
         if seconds is None and record.get("minutes") is not None:  # older VLP records: the budget was spent
             seconds = 60.0 * float(record["minutes"])
-        return {SINGLE_STAGE[trainer]: {"steps": int(record.get("steps") or 0), "seconds": seconds}}
+        return {SINGLE_STAGE[trainer]: _entry(int(record.get("steps") or 0), seconds)}
     train = record.get("train") or {}
     stages = [int(s) for s in train.get("stages") or []]
     steps = record.get("steps") or [None] * len(stages)  # the earliest PSIC records did not keep their steps
@@ -40,19 +41,22 @@ def run_totals(record: dict) -> dict[str, dict]:
         seconds = [60.0 * float(m) for m in budgets] if len(budgets) == len(stages) else [None] * len(stages)
     totals: dict[str, dict] = {}
     for stage, count, time in zip(stages, steps, seconds):
-        entry = totals.setdefault(f"stage{stage}", {"steps": 0, "seconds": 0.0})
-        entry["steps"] = None if count is None or entry["steps"] is None else entry["steps"] + int(count)
-        entry["seconds"] = None if time is None or entry["seconds"] is None else entry["seconds"] + float(time)
+        totals = add_totals(totals, {f"stage{stage}": _entry(count, time)})
     return totals
+
+
+def _entry(steps: int | None, seconds: float | None) -> dict:
+    """One stage's totals: ``seconds`` sums the timed runs, ``untimed`` counts the runs that kept no time."""
+    return {"steps": steps, "seconds": float(seconds or 0.0), "untimed": int(seconds is None)}
 
 
 def add_totals(total: dict[str, dict], run: dict[str, dict]) -> dict[str, dict]:
     result = {stage: dict(values) for stage, values in total.items()}
     for stage, values in run.items():
-        entry = result.setdefault(stage, {"steps": 0, "seconds": 0.0})
+        entry = result.setdefault(stage, _entry(0, 0.0))
         entry["steps"] = None if values["steps"] is None or entry["steps"] is None else entry["steps"] + values["steps"]
-        entry["seconds"] = (None if values["seconds"] is None or entry["seconds"] is None
-                            else round(entry["seconds"] + values["seconds"], 1))
+        entry["seconds"] = round(entry["seconds"] + values["seconds"], 1)
+        entry["untimed"] = entry.get("untimed", 0) + values.get("untimed", 0)
     return {stage: result[stage] for stage in STAGES if stage in result}
 
 
@@ -71,12 +75,16 @@ def chain(record: dict, lookup: Callable[[dict], dict | None] | None = None) -> 
 
 
 def cumulative(record: dict, lookup: Callable[[dict], dict | None] | None = None) -> dict[str, dict]:
-    """Steps and seconds per stage over the whole chain."""
-    if isinstance(record.get("cumulative"), dict):
-        return record["cumulative"]
+    """Steps and seconds per stage over the whole chain, recomputed from its runs (a stored ``cumulative`` is only
+    trusted for the oldest run when the weights it continued are not at hand)."""
     total: dict[str, dict] = {}
-    for run in chain(record, lookup):
-        total = run["cumulative"] if isinstance(run.get("cumulative"), dict) else add_totals(total, run_totals(run))
+    for index, run in enumerate(chain(record, lookup)):
+        stored = run.get("cumulative")
+        if index == 0 and isinstance(stored, dict) and run.get("init"):
+            total = add_totals({}, {stage: _entry(v.get("steps"), v.get("seconds")) | {"untimed": v.get(
+                "untimed", int(v.get("seconds") is None))} for stage, v in stored.items() if isinstance(v, dict)})
+        else:
+            total = add_totals(total, run_totals(run))
     return total
 
 
