@@ -42,8 +42,9 @@ def test_bundled_round_trip_on_a_real_photo(crop, name):
     assert psic_core.info(data)["model_sha256"] == weights.sha256
 
 
-#: registered backbones with no trained weights yet (their tests use random weights: test_backbone_checkerboard.py)
-UNTRAINED_BACKBONES = {"checkerboard-hyperprior"}
+#: registered backbones with no trained weights yet (their tests use random or transplanted weights:
+#: test_backbone_checkerboard.py, test_backbone_vbr.py)
+UNTRAINED_BACKBONES = {"checkerboard-hyperprior", "mean-scale-hyperprior-vbr"}
 
 
 def test_every_registered_backbone_has_bundled_weights():

@@ -92,6 +92,19 @@ def _file_argument(name: str) -> str:
     return name
 
 
+def _quality_argument(text: str) -> int | float:
+    """argparse type of ``--quality``: an integer names a level of a per-level family; variable-rate weights also
+    take a number between (``codec.encode`` checks either against the weights)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"quality must be a number, not {text!r}") from None
+
+
 def _output_path(args, default: Path, suffixes) -> Path:
     """``-o`` or ``default``, checked before any work: not the input, an extension in ``suffixes``, not an existing
     file unless ``--force``, in a writable folder. (atomic_write checks "exists" again when it publishes.)"""
@@ -198,11 +211,12 @@ def cmd_models(args) -> int:
     from .weights import history, init_training_record, registry, training_record
 
     for w in registry.all():
-        print(f"{w.name:<14} {w.backbone:<24} quality {w.quality or '-'}  {w.sha256[:16]}…  {w.path}")
+        quality = w.quality or ("{:g}-{:g}".format(*w.quality_range) if w.quality_range else "-")
+        print(f"{w.name:<14} {w.backbone:<24} quality {quality}  {w.sha256[:16]}…  {w.path}")
         if args.verbose:
             record = training_record(w)
             for stage, totals in history.cumulative(record, init_training_record).items():
-                hours = "?" if totals["seconds"] is None else f"{totals['seconds'] / 3600:.2f} h"
+                hours = f"{'>= ' if totals.get('untimed') else ''}{totals['seconds'] / 3600:.2f} h"
                 steps = "?" if totals["steps"] is None else totals["steps"]
                 print(f"    {stage:<7} {steps:>7} steps  {hours}")
             for run in history.chain(record, init_training_record):
@@ -287,7 +301,8 @@ def build_parser(extend: Callable | None = None) -> argparse.ArgumentParser:
     p.add_argument("input", type=_file_argument)
     p.add_argument("-o", "--output", type=_file_argument, help="output .psic file (default: input with .psic)")
     p.add_argument("--model", help="weights name or .safetensors path (see `psic models`)")
-    p.add_argument("--quality", type=int, help="quality level of the default model family")
+    p.add_argument("--quality", type=_quality_argument, help="quality level of the default model family (1 to 4), or "
+                   "any number in the range of variable-rate weights (1 to 4)")
     p.add_argument("--keep-metadata", action="store_true",
                    help="keep EXIF/XMP/IPTC in the clear (default: sealed under the key, dropped without one)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output")
@@ -335,7 +350,7 @@ def build_parser(extend: Callable | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="encode the bundled sample photo and write both decodings")
     p.add_argument("--out", default="psic-demo", help="output folder (default: psic-demo)")
     p.add_argument("--model")
-    p.add_argument("--quality", type=int)
+    p.add_argument("--quality", type=_quality_argument)
     p.add_argument("-f", "--force", action="store_true", help="replace the outputs of an earlier demo")
     p.set_defaults(func=cmd_demo)
     if extend:

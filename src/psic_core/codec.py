@@ -19,7 +19,7 @@ from . import container, lock, metadata
 from .conditions import CONDITION_VALUES, DEFAULT_CONDITION
 from .container import Header, PsicFile, Tile
 from .errors import PsicFormatError, PsicIntegrityError, PsicModelError
-from .weights import WeightsInfo, decodes_sha256, load_model, registry
+from .weights import DEFAULT_QUALITY, WeightsInfo, decodes_sha256, load_model, registry
 
 #: pixels per tile side; 768x512 photos are one tile, larger ones are split so memory stays bounded
 DEFAULT_TILE = 1024
@@ -129,7 +129,7 @@ def encode(
     image: ImageInput,
     *,
     model: str | os.PathLike | None = None,
-    quality: int | None = None,
+    quality: float | None = None,
     key: lock.Key | None = None,
     keep_metadata: bool = False,
     text: dict[str, str] | None = None,
@@ -140,16 +140,17 @@ def encode(
     """Encode an image to ``.psic`` bytes.
 
     ``model`` is a weights name (``"mshp64-q2"``), a family with ``quality`` (``"mshp64"``, 2) or a path to a
-    ``.safetensors`` file; by default the bundled default family at ``quality`` (default 2). With ``key`` the full
-    decoding is locked to that key.
+    ``.safetensors`` file; by default the bundled default family at ``quality`` (default 2). For variable-rate
+    weights (``mean-scale-hyperprior-vbr``) ``quality`` is any number in their range, 1 to 4 (default 2), and the
+    file records it (``qLTY``). With ``key`` the full decoding is locked to that key.
 
     Metadata (docs/format.md): the ICC profile and EXIF orientation stay public. The rest of EXIF, XMP and IPTC is
     sealed under the key; without a key it is dropped, unless ``keep_metadata`` keeps it in the clear. ``text``
     entries follow the reader's rules (``container.check_text``). A multi-frame input (an animation) encodes its
     current frame, with a ``UserWarning``.
 
-    Invalid arguments (``quality`` outside the family's levels, ``text`` a reader would refuse, an empty key)
-    raise ``ValueError`` or ``PsicKeyError`` before the image is read.
+    Invalid arguments (``quality`` outside the family's levels or the variable-rate range, ``text`` a reader would
+    refuse, an empty key) raise ``ValueError`` or ``PsicKeyError`` before the image is read.
     """
     import torch
 
@@ -169,8 +170,11 @@ def encode(
     net = load_model(weights)
     height, width = rgb.shape[:2]
     overlap = min(tile_overlap, tile // 4) if width > tile or height > tile else 0  # one tile: nothing to blend
+    rate_quality = None
+    if weights.quality_range is not None:
+        rate_quality = container.stored_quality(DEFAULT_QUALITY if quality is None else quality)
     header = Header(width, height, mode, tile, tile, weights.name, weights.sha256, dict(CONDITION_VALUES),
-                    DEFAULT_CONDITION, tile_overlap=overlap)
+                    DEFAULT_CONDITION, tile_overlap=overlap, quality=rate_quality)
     try:
         container._check_header(header)
     except PsicFormatError as exc:
@@ -181,7 +185,7 @@ def encode(
             left, top, right, bottom = header.coded_box(index)
             x = torch.from_numpy(np.array(rgb[top:bottom, left:right])).permute(2, 0, 1)[None]
             x = _pad(x.float().div_(255), net.padding_multiple)
-            out = net.compress(x)
+            out = net.compress(x, quality=header.quality)
             strings = [s[0] for s in out["strings"]]
             tiles.append(Tile(index, tuple(out["shape"]), out["latent_digest"], strings))
             if progress:
@@ -242,8 +246,21 @@ def _check_tiles(f: PsicFile, net) -> None:
             raise PsicFormatError(f"tile {tile.index}: entropy-coded string longer than its symbols allow")
 
 
-def _decode_latent(net, tile: Tile):
-    """The tile's dequantised latent, checked against its digest before any synthesis runs."""
+def _latent_options(f: PsicFile, net) -> dict:
+    """The latent steps' arguments for the file's recorded quality: a variable-rate model needs one (``qLTY``), a
+    one-rate model takes none; a file that does not fit its model is a format error."""
+    if net.variable_rate and f.header.quality is None:
+        raise PsicFormatError(f"the file records no quality (no qLTY chunk), which its variable-rate weights "
+                              f"{f.header.model_name} need (psic strip from before qLTY existed drops the chunk)")
+    try:
+        return net.latent_options(f.header.quality)
+    except ValueError as exc:
+        raise PsicFormatError(f"the file's quality does not fit its weights {f.header.model_name}: {exc}") from None
+
+
+def _decode_latent(net, tile: Tile, options: dict):
+    """The tile's dequantised latent (``options``: ``_latent_options``), checked against its digest before any
+    synthesis runs."""
     # CompressAI's rANS decoder does not bounds-check its reads, so hostile strings would read past their end (an
     # empty string segfaults). Zero padding beyond the worst-case reads keeps every read inside our buffer: at
     # most 8 initial bytes, 4 per symbol, and escape (bypass) runs bounded by 16 bytes per input byte; garbage
@@ -253,7 +270,7 @@ def _decode_latent(net, tile: Tile):
     guard = bytes(4 * net.max_symbols(tile.latent_shape) + 64)
     try:
         y_hat, symbols = net.decode_latent([[s + bytes(16 * len(s)) + guard] for s in tile.strings],
-                                           tile.latent_shape)
+                                           tile.latent_shape, **options)
     except (RuntimeError, ValueError, IndexError) as exc:
         raise PsicFormatError(f"tile {tile.index} cannot be entropy-decoded: {exc}") from None
     if symbols_digest(symbols) != tile.latent_digest:
@@ -298,11 +315,12 @@ def decode_pixels(f: PsicFile, condition: str, model=None, progress: Progress | 
     if set(h.conditions) - set(CONDITION_VALUES) or any(CONDITION_VALUES[k] != v for k, v in h.conditions.items()):
         raise PsicFormatError(f"unsupported condition table {h.conditions}")
     _check_tiles(f, net)
+    options = _latent_options(f, net)
     out = np.empty((h.height, h.width, 3), np.uint8)
     with torch.inference_mode():
         for tile in f.tiles:
             left, top, right, bottom = h.coded_box(tile.index)
-            y_hat = _decode_latent(net, tile)
+            y_hat = _decode_latent(net, tile, options)
             x_hat = net.g_s(y_hat, condition_tensor(condition)).clamp_(0, 1)
             pixels = x_hat[0, :, : bottom - top, : right - left].mul(255).permute(1, 2, 0).numpy()
             _blend(out, pixels, h, tile.index)
@@ -419,6 +437,7 @@ def header_info(f: PsicFile, size: int | None = None) -> dict:
         "full_decoding": "locked (needs the key)" if f.locked else "open (encoded without a key)",
         "tiles": h.tile_count,
         "tile_size": [h.tile_width, h.tile_height],
+        **({"quality": h.quality} if h.quality is not None else {}),
         "icc_profile_bytes": len(f.icc_profile or b""),
         "exif_bytes": len(f.exif or b""),
         "sealed_metadata_bytes": len(f.sealed or b""),

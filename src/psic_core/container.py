@@ -8,6 +8,7 @@ does not know it must reject the file), a lower-case one is ancillary (skipped w
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ MODES = ("RGB", "L", "RGBA", "LA")
 # chunk types
 HEAD, LOCK, TILE, IEND = b"HEAD", b"LOCK", b"TILE", b"IEND"
 ALPHA, ICC, EXIF, TEXT, SEALED, CLEAR_METADATA = b"aLPH", b"iCCP", b"eXIf", b"tEXt", b"sEAL", b"mETA"
+#: the quality a variable-rate model coded at; ancillary so that readers from before it still open such files
+QUALITY = b"qLTY"
 
 
 @dataclass
@@ -51,6 +54,8 @@ class Header:
     version: int = FORMAT_VERSION
     #: pixels each tile's coded region extends into its neighbours; decoders blend across the overlap (no seams)
     tile_overlap: int = 0
+    #: the quality a variable-rate model coded the tiles at (the ``qLTY`` chunk); None for one-rate models
+    quality: float | None = None
 
     @property
     def tile_grid(self) -> tuple[int, int]:
@@ -148,6 +153,12 @@ def check_text(text: dict[str, str]) -> None:
 # --- writing -------------------------------------------------------------------------------------------------
 
 
+def stored_quality(quality: float) -> float:
+    """``quality`` as the ``qLTY`` chunk stores it (float32): what an encoder must code at, so that the decoder,
+    which has only the stored value, derives the same rate."""
+    return struct.unpack(">f", struct.pack(">f", quality))[0]
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     if len(data) > MAX_CHUNK:
         raise PsicFormatError(f"{kind.decode()} chunk of {len(data)} bytes exceeds the format limit")
@@ -188,6 +199,8 @@ def serialize(f: PsicFile) -> bytes:
     parts = [SIGNATURE, head]
     if f.lock:
         parts.append(_chunk(LOCK, _encode_lock(f.lock)))
+    if f.header.quality is not None:
+        parts.append(_chunk(QUALITY, struct.pack(">f", f.header.quality)))
     if f.icc_profile:
         parts.append(_chunk(ICC, f.icc_profile))
     if f.exif:
@@ -255,6 +268,8 @@ def _check_header(h: Header):
         raise PsicFormatError("default condition missing from the condition table")
     if len(h.model_sha256) != 64:
         raise PsicFormatError("model SHA-256 must be 32 bytes")
+    if h.quality is not None and not math.isfinite(h.quality):
+        raise PsicFormatError(f"quality {h.quality} is not a finite number")
 
 
 def _decode_header(data: bytes) -> Header:
@@ -353,7 +368,7 @@ def read(source: bytes | bytearray | memoryview | BinaryIO, *, header_only: bool
             result = PsicFile(_decode_header(data))
             seen.add(kind)
             continue
-        if kind in seen and kind in (HEAD, LOCK, ALPHA, ICC, EXIF, SEALED, CLEAR_METADATA):
+        if kind in seen and kind in (HEAD, LOCK, QUALITY, ALPHA, ICC, EXIF, SEALED, CLEAR_METADATA):
             raise PsicFormatError(f"duplicate {name} chunk")
         seen.add(kind)
         if kind == IEND:
@@ -364,6 +379,13 @@ def read(source: bytes | bytearray | memoryview | BinaryIO, *, header_only: bool
             if result.tiles:
                 raise PsicFormatError("LOCK chunk after image data")
             result.lock = _decode_lock(data)
+        elif kind == QUALITY:
+            if result.tiles:
+                raise PsicFormatError("qLTY chunk after image data")
+            r = _Reader(data, QUALITY)
+            (result.header.quality,) = r.unpack(">f")
+            r.done()
+            _check_header(result.header)
         elif kind == TILE:
             tile = _decode_tile(data)
             if tile.index != len(result.tiles) or tile.index >= result.header.tile_count:

@@ -62,8 +62,9 @@ class PillowOptions:
 
     #: ask the ``psic_key_for`` hook for the key of a locked file opened without one
     key_providers: bool = True
-    #: ``quality`` and ``model`` for ``im.save`` calls that do not pass them (None: the core's defaults)
-    quality: int | None = None
+    #: ``quality`` and ``model`` for ``im.save`` calls that do not pass them (None: the core's defaults); a
+    #: quality is a level of a per-level family or a number in the range of variable-rate weights
+    quality: float | None = None
     model: str | os.PathLike | None = None
 
 
@@ -169,7 +170,7 @@ def save(im: Image.Image, fp, filename):
     ))
 
 
-def register_psic_opener(*, key_providers: bool = True, quality: int | None = None,
+def register_psic_opener(*, key_providers: bool = True, quality: float | None = None,
                          model: str | os.PathLike | None = None) -> None:
     """Register the PSIC format with Pillow and set its options (see ``PillowOptions``; omitted ones reset).
 

@@ -9,6 +9,9 @@ A backbone implements three condition-free steps (see ``hyperprior.py`` for two 
 - ``compress_latent(x)``: strings, the hyper-latent shape and the integer symbols of ``y``;
 - ``decode_latent(strings, shape)``: the dequantised latent and the decoded integer symbols.
 
+A variable-rate backbone (``variable_rate = True``, ``vbr.py``) codes at a continuous ``quality``: the three steps
+then take it as a keyword (``latent_options``), and the file records it (docs/format.md, ``qLTY``).
+
 The integer symbols feed the latent digest stored in each file: an entropy decode that desynchronises (CompressAI's
 known cross-machine float issue) yields different symbols, and the codec raises instead of returning garbage.
 """
@@ -54,6 +57,8 @@ class ConditionalCodec:
     padding_multiple: int = 64
     #: entropy-coded strings per image, in the order compress() returns them
     num_strings: int = 2
+    #: whether one model codes a continuous range of rates (the latent steps take ``quality``; see vbr.py)
+    variable_rate: bool = False
 
     def condition_synthesis(self, N: int, M: int, cltg_frequencies: int, cltg_hidden: int, cltg_scales: bool, *,
                             cltg_sites: str = "blocks", cltg_latent: bool = False):
@@ -73,6 +78,13 @@ class ConditionalCodec:
         """The ``shape`` compress() reports for an image of this size (decoders check it before allocating)."""
         return -(-height // self.padding_multiple), -(-width // self.padding_multiple)
 
+    def latent_options(self, quality) -> dict:
+        """The keyword arguments of the latent steps for ``quality``: none for a backbone that codes one rate,
+        which refuses a quality (its rate is its weights'); a variable-rate backbone checks and passes it."""
+        if quality is not None:
+            raise ValueError(f"the {self.backbone_name} backbone codes one rate and takes no quality, not {quality!r}")
+        return {}
+
     def forward_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
@@ -82,18 +94,18 @@ class ConditionalCodec:
     def decode_latent(self, strings: list[list[bytes]], shape) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, conditions: Iterable[str] = CONDITION_VALUES) -> dict:
-        """Training pass: one latent, one synthesis per condition."""
-        y_hat, likelihoods = self.forward_latent(x)
+    def forward(self, x: torch.Tensor, conditions: Iterable[str] = CONDITION_VALUES, quality=None) -> dict:
+        """Training pass: one latent (at ``quality`` for a variable-rate backbone), one synthesis per condition."""
+        y_hat, likelihoods = self.forward_latent(x, **self.latent_options(quality))
         x_hat = {c: self.g_s(y_hat, condition_tensor(c, x.device)) for c in conditions}
         return {"x_hat": x_hat, "likelihoods": likelihoods, "y_hat": y_hat}
 
-    def compress(self, x: torch.Tensor) -> dict:
-        strings, shape, symbols = self.compress_latent(x)
+    def compress(self, x: torch.Tensor, quality=None) -> dict:
+        strings, shape, symbols = self.compress_latent(x, **self.latent_options(quality))
         return {"strings": strings, "shape": tuple(shape), "latent_digest": symbols_digest(symbols)}
 
-    def decompress(self, strings, shape, condition: str = DEFAULT_CONDITION) -> dict:
-        y_hat, symbols = self.decode_latent(strings, shape)
+    def decompress(self, strings, shape, condition: str = DEFAULT_CONDITION, quality=None) -> dict:
+        y_hat, symbols = self.decode_latent(strings, shape, **self.latent_options(quality))
         x_hat = self.g_s(y_hat, condition_tensor(condition, y_hat.device)).clamp_(0, 1)
         return {"x_hat": x_hat, "latent_digest": symbols_digest(symbols)}
 

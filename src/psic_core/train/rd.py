@@ -9,6 +9,12 @@ The checkpoint (model and Adam moments, safetensors) is written every few minute
 resumes from it until the step or time budget is spent. ``--init`` starts from trained weights instead of random
 ones (a registered name or a .safetensors path): a new quality level is a short fine-tune of a neighbouring one at
 its own ``--lmbda``.
+
+A variable-rate backbone (``--backbone mean-scale-hyperprior-vbr``) trains the whole quality ladder in one model:
+each batch draws one point of the model's lambda ladder and trains at its lambda and gain, so ``--lmbda`` and
+``--quality`` do not apply (they are refused). Its ``--init`` may be one-rate weights of the same transforms (e.g.
+``mshp64-rd-q2``): everything that fits is loaded, and the variable-rate parts they lack (the gains and the
+reconstruction offsets' network) start fresh, as the trainer reports.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from ..models import build_backbone  # noqa: E402
+from ..errors import PsicModelError  # noqa: E402
+from ..models import BACKBONES, build_backbone  # noqa: E402
 from ..weights import history, init_training_record, instantiate, registry, save_weights, training_record  # noqa: E402
 from .data import RandomCropImages  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -43,11 +50,11 @@ def split_parameters(model):
 
 
 def rd_step(model, x: torch.Tensor, lmbda: float, optimizer, aux_optimizer, main_params, compute: Compute,
-            forward=None) -> dict:
+            forward=None, quality: float | None = None) -> dict:
     """One optimisation step of the rate-distortion loss (and of the auxiliary quantile loss); ``forward`` is
-    ``compute.forward(model)`` when compiled."""
+    ``compute.forward(model)`` when compiled; ``quality``: the rate a variable-rate model codes this batch at."""
     with compute.autocast():
-        terms = rate_distortion((model if forward is None else forward)(x), x, lmbda)
+        terms = rate_distortion((model if forward is None else forward)(x, quality=quality), x, lmbda)
     optimizer.zero_grad()
     aux_optimizer.zero_grad()
     terms["loss"].backward()
@@ -59,18 +66,40 @@ def rd_step(model, x: torch.Tensor, lmbda: float, optimizer, aux_optimizer, main
     return terms
 
 
+def init_variable_rate(backbone: str, info):
+    """The variable-rate ``backbone`` built with the config of one-rate weights ``info`` and loaded with every
+    tensor of theirs it has (the shared transforms, hyperprior and entropy models). Returns the model and the
+    names of the modules and parameters that start fresh. Tensors the backbone has no place for, or of another
+    shape, mean different transforms: refused."""
+    from safetensors.torch import load_file
+
+    model = build_backbone(backbone, **info.config)
+    try:
+        result = model.load_state_dict(load_file(str(info.path)), strict=False)
+    except RuntimeError as exc:
+        raise PsicModelError(f"{info.name} does not fit the {backbone} backbone: {exc}") from None
+    if result.unexpected_keys:
+        raise PsicModelError(f"{info.name} does not fit the {backbone} backbone: it has "
+                             f"{', '.join(result.unexpected_keys)}, which {backbone} does not")
+    model.update(force=False)
+    return model, sorted({key.split(".")[0] for key in result.missing_keys})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder of training photos")
     parser.add_argument("--backbone", default="mean-scale-hyperprior")
     parser.add_argument("--init", help="start from these weights (registered name or .safetensors path); "
-                        "their backbone and N/M replace --backbone/--N/--M")
+                        "their backbone and N/M replace --backbone/--N/--M, except that one-rate weights under a "
+                        "variable-rate --backbone give it their transforms and config")
     parser.add_argument("--N", type=argument(Integer(minimum=1)), default=64)
     parser.add_argument("--M", type=argument(Integer(minimum=1)), default=96)
-    parser.add_argument("--lmbda", type=argument(Number(minimum=0, exclusive=True)), required=True,
-                        help="rate-distortion trade-off (CompressAI scale)")
+    parser.add_argument("--lmbda", type=argument(Number(minimum=0, exclusive=True)),
+                        help="rate-distortion trade-off (CompressAI scale); required, except for a variable-rate "
+                        "backbone, which draws it per batch from its ladder and refuses it")
     parser.add_argument("--name", required=True, help="weights name stored in the metadata")
-    parser.add_argument("--quality", type=argument(Integer(minimum=1)))
+    parser.add_argument("--quality", type=argument(Integer(minimum=1)),
+                        help="the level these weights are (one-rate backbones only)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--checkpoint", type=Path, help="resume from / save to this file (outside git)")
     parser.add_argument("--minutes", type=argument(Number(minimum=0, exclusive=True)), default=45.0,
@@ -93,6 +122,18 @@ def main(argv=None):
     parser.add_argument("--half", action="store_true", help="export float16 outside the entropy path (about 0.7x "
                         "the size; weights.storage_state)")
     args = parser.parse_args(argv)
+    if args.backbone not in BACKBONES:
+        parser.error(f"--backbone must be one of {', '.join(sorted(BACKBONES))}, not {args.backbone!r}")
+    init_info = registry.find(args.init) if args.init else None
+    # the backbone trained: the init's, unless one-rate weights start a variable-rate --backbone
+    transplant = init_info is not None and BACKBONES[args.backbone].variable_rate \
+        and not BACKBONES[init_info.backbone].variable_rate
+    variable_rate = BACKBONES[args.backbone if init_info is None or transplant else init_info.backbone].variable_rate
+    if variable_rate and (args.lmbda is not None or args.quality is not None):
+        parser.error("--lmbda and --quality do not apply to a variable-rate backbone: each batch draws a point of "
+                     "its lambda ladder, and the weights cover the whole quality range")
+    if not variable_rate and args.lmbda is None:
+        parser.error("--lmbda is required (the rate-distortion trade-off of this one-rate backbone)")
     prepare_output_files([args.out, args.checkpoint, args.log])
 
     torch.manual_seed(args.seed)
@@ -100,10 +141,14 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     compute = Compute.create(args.device, args.precision, args.channels_last, args.compile)
     data = RandomCropImages(args.data, args.crop, seed=args.seed, device=compute.device)
-    if args.init:
-        info = registry.find(args.init)
-        model, previous = instantiate(info), training_record(info) or None
-        init = {"init": info.name, "init_sha256": info.sha256}
+    if transplant:
+        model, fresh = init_variable_rate(args.backbone, init_info)
+        print(f"started {args.backbone} from {init_info.name}; fresh: {', '.join(fresh) or 'nothing'}")
+        previous = training_record(init_info) or None
+        init = {"init": init_info.name, "init_sha256": init_info.sha256, "init_fresh": fresh}
+    elif init_info is not None:
+        model, previous = instantiate(init_info), training_record(init_info) or None
+        init = {"init": init_info.name, "init_sha256": init_info.sha256}
     else:
         model, previous, init = build_backbone(args.backbone, N=args.N, M=args.M), None, {"init": None}
     model = compute.model(model)
@@ -112,9 +157,12 @@ def main(argv=None):
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
     optimizers = {"opt": optimizer, "aux": aux_optimizer}
     progress = {"step": 0, "seconds": 0.0}
+    # a variable-rate model's ladder point per batch, from its own stream (resumes reseed it as the crops')
+    ladder = torch.Generator().manual_seed(args.seed)
     if args.checkpoint and args.checkpoint.exists():
         progress = load_checkpoint(args.checkpoint, model, optimizers)
         data.generator.manual_seed(args.seed + progress["step"])
+        ladder.manual_seed(args.seed + progress["step"])
     budget = args.minutes * 60
     log = open(args.log, "a", newline="") if args.log else None
     writer = None
@@ -127,8 +175,14 @@ def main(argv=None):
         fraction = progress["seconds"] / budget
         for group in optimizer.param_groups:
             group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction)))
-        terms = rd_step(model, compute.batch(data.batch(args.batch)), args.lmbda, optimizer, aux_optimizer,
-                        main_params, compute, forward)
+        lmbda, quality = args.lmbda, None
+        if variable_rate:
+            level = int(torch.randint(model.levels, (1,), generator=ladder))
+            lmbda, quality = model.lmbda[level], model.ladder_quality(level)
+        terms = rd_step(model, compute.batch(data.batch(args.batch)), lmbda, optimizer, aux_optimizer,
+                        main_params, compute, forward, quality)
+        if variable_rate:
+            terms["quality"] = torch.tensor(quality)
         progress["step"] += 1
         now = time.monotonic()
         bar.update(int(now - started) - bar.n)
@@ -150,7 +204,8 @@ def main(argv=None):
         save_checkpoint(args.checkpoint, model, optimizers, progress)
     model = model.cpu().to(memory_format=torch.contiguous_format)
     model.update(force=True)
-    run = {"trainer": "psic_core.train.rd", "lmbda": args.lmbda, "steps": progress["step"],
+    run = {"trainer": "psic_core.train.rd", "lmbda": list(model.lmbda) if variable_rate else args.lmbda,
+           "steps": progress["step"],
            "seconds": round(progress["seconds"], 1), "batch": args.batch, "crop": args.crop,
            "data": Path(args.data).name, "seed": args.seed, "lr": args.lr, "compute": compute.describe()} | init
     training = history.extend(previous, run, init_training_record)

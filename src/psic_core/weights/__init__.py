@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PsicModelError
+from ..quality import check_variable_quality
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DEFAULT_QUALITY = 2
@@ -26,6 +27,8 @@ DEFAULT_FAMILY = "mshp64"
 META_PREFIX = "psic."
 FORMAT_VERSION = "1"
 _HEADER_LIMIT = 16 * 1024 * 1024
+#: metadata key of variable-rate weights: their continuous quality range, JSON [low, high]
+QUALITY_RANGE_KEY = META_PREFIX + "quality_range"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,16 @@ class WeightsInfo:
     config: dict = field(hash=False)
     quality: int | None
     metadata: dict = field(hash=False)
+
+    @property
+    def quality_range(self) -> tuple[float, float] | None:
+        """The continuous quality range of variable-rate weights (metadata ``psic.quality_range``, written from the
+        model's ``quality_range``); None for weights that code one rate."""
+        try:
+            low, high = json.loads(self.metadata[QUALITY_RANGE_KEY])
+            return float(low), float(high)
+        except (KeyError, ValueError, TypeError):
+            return None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -121,12 +134,18 @@ class WeightsRegistry:
                 continue
         return found
 
-    def find(self, model: str | os.PathLike | None = None, quality: int | None = None) -> WeightsInfo:
-        """Resolve ``model`` (a name, a family with ``quality``, or a path to a .safetensors file)."""
+    def find(self, model: str | os.PathLike | None = None, quality: float | None = None) -> WeightsInfo:
+        """Resolve ``model`` (a name, a family with ``quality``, or a path to a .safetensors file).
+
+        Variable-rate weights (named or a path) take ``quality`` as a number in their range, checked here; for
+        per-level families it names a level (``check_quality``), and a path to one-rate weights ignores it."""
         if model is not None and (os.sep in str(model) or str(model).endswith(".safetensors")):
             if not Path(model).is_file():
                 raise PsicModelError(f"weights file {model} does not exist")
-            return describe(model)
+            return self._check_variable_quality(describe(model), quality)
+        for info in self.all() if model is not None else ():
+            if info.name == str(model) and info.quality_range is not None:
+                return self._check_variable_quality(info, quality)
         family = model or DEFAULT_FAMILY
         if quality is not None:
             self.check_quality(str(family), quality)
@@ -137,6 +156,12 @@ class WeightsRegistry:
                 return info
         known = ", ".join(sorted(i.name for i in self.all())) or "none"
         raise PsicModelError(f"no weights named {' or '.join(sorted(wanted))} (available: {known})")
+
+    @staticmethod
+    def _check_variable_quality(info: WeightsInfo, quality) -> WeightsInfo:
+        if info.quality_range is not None and quality is not None:
+            check_variable_quality(quality, info.quality_range, f"the variable-rate weights {info.name}")
+        return info
 
     def quality_levels(self, family: str = DEFAULT_FAMILY) -> list[int]:
         """The quality levels installed for a model family: the ``quality`` of its weights named ``family-qN``."""
@@ -180,10 +205,11 @@ registry = WeightsRegistry()
 # modules at the top, the checkerboard backbone inside CompressAI's latent codecs (``latent_codec.hyper.h_s.``).
 #: entropy models (learned densities, quantiles, CDF tables): small and precision-sensitive, float32 in every file
 ENTROPY_MODELS = ("entropy_bottleneck.", "gaussian_conditional.")
-#: what an entropy decoder evaluates (the hyper-synthesis, and a context model's prediction and parameter networks):
+#: what an entropy decoder evaluates (the hyper-synthesis, a context model's prediction and parameter networks, and
+#: a variable-rate model's gains and reconstruction offsets):
 #: a half-precision *copy* of float32 weights keeps all of it float32, so files made with the original decode to
 #: the same symbols with the copy (only the pixels move, by rounding)
-ENTROPY_PATH = ENTROPY_MODELS + ("h_s.", "context_prediction.", "entropy_parameters.")
+ENTROPY_PATH = ENTROPY_MODELS + ("h_s.", "context_prediction.", "entropy_parameters.", "Gain", "QuantABCD.")
 #: metadata key: SHA-256s of earlier weights whose bitstreams these weights decode (same entropy path)
 DECODES_KEY = META_PREFIX + "decodes_sha256"
 
@@ -223,6 +249,8 @@ def save_weights(model, path: str | os.PathLike, *, name: str, quality: int | No
     }
     if quality is not None:
         metadata["psic.quality"] = str(quality)
+    if getattr(model, "variable_rate", False):
+        metadata[QUALITY_RANGE_KEY] = json.dumps(list(model.quality_range))
     for key, value in (extra or {}).items():
         metadata[META_PREFIX + key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     if decodes:
