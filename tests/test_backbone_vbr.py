@@ -153,6 +153,12 @@ def test_psic_info_shows_the_quality(vbr_weights, crop, tmp_path, capsys):
     assert container.read(out.read_bytes()).header.quality == 1.25
 
 
+def test_psic_models_shows_the_range(vbr_weights, capsys):
+    assert psic_main(["models"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("vbr-test "))
+    assert "mean-scale-hyperprior-vbr" in line and "quality 1-4" in line
+
+
 def test_pillow_and_imageio_take_a_continuous_quality(vbr_weights, crop):
     import imageio.v3 as iio
 
@@ -171,6 +177,8 @@ def test_files_that_do_not_fit_their_model_are_refused(vbr_weights, random_weigh
     variable = psic_core.encode(crop, model=vbr_weights.name, quality=2)
     with pytest.raises(PsicFormatError, match="records no quality"):
         psic_core.decode(rewritten(variable, quality=None))
+    with pytest.raises(PsicFormatError, match="does not fit its weights vbr-test: quality must be a number from 1 to 4"):
+        psic_core.decode(rewritten(variable, quality=9.0))
     one_rate = psic_core.encode(crop, model=random_weights.name)
     with pytest.raises(PsicFormatError, match="takes no quality"):
         psic_core.decode(rewritten(one_rate, quality=2.0))
