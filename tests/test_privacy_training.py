@@ -53,6 +53,17 @@ def tiny_vlp(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def other_tiny_vlp(tmp_path_factory):
+    """A second tiny VLP: the same architecture as tiny_vlp, other random weights."""
+    from psic_core.vlp import TargetVLP, save_vlp
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("vlp") / "other-tiny.safetensors"
+    save_vlp(TargetVLP.from_open_clip("refclip-s"), path, name="other-tiny")
+    return path
+
+
 def config(labelled_folder, tiny_vlp, tmp_path, **train):
     overrides = [
         f"data.labels={labelled_folder / 'labels.csv'}",
@@ -112,7 +123,17 @@ class StubVLP:
         return torch.nn.functional.normalize(torch.stack(rows), dim=1)
 
 
-def stub_step(overrides: list[str], captions=None):
+class OtherStubVLP(StubVLP):
+    """A second target VLP: another image projection, logit scale and text seed."""
+
+    logit_scale = torch.tensor(25.0)
+    projection = torch.tensor([[-0.4, 1.0, 0.3, 0.6], [1.0, 0.1, -0.7, 0.2], [0.2, 0.5, 0.4, -1.0]])
+
+    def encode_text(self, texts):
+        return super().encode_text([t[::-1] for t in texts])
+
+
+def stub_step(overrides: list[str], captions=None, vlp=None, generator=None):
     """privacy_step on a fixed batch: two labelled pairs of one source (cat, dog, fish) and one caption pair."""
     classes = ["a photo of a cat.", "a photo of a dog.", "a photo of a fish."]
     captions = captions or ["a photo of a cat.", "a photo of a dog.", "a red car on a street"]
@@ -122,8 +143,8 @@ def stub_step(overrides: list[str], captions=None):
     torch.manual_seed(0)
     codec = StubCodec()
     cfg = load_config(None, overrides)["train"]
-    terms = privacy_step(codec, StubVLP(), PairBatch(images, captions, competitors), None, cfg, 1.0, {},
-                         Compute.create("cpu", "fp32", False, False))
+    terms = privacy_step(codec, StubVLP() if vlp is None else vlp, PairBatch(images, captions, competitors), None,
+                         cfg, 1.0, {}, Compute.create("cpu", "fp32", False, False), generator)
     return terms, codec, cfg
 
 
@@ -153,6 +174,40 @@ def test_new_terms_are_off_by_default_and_logged_and_added_when_on():
     assert math.isclose(looks_part.item(), 2 * cfg["lmbda"] * 255**2 * on["looks"].item(), rel_tol=1e-4)
     on["loss"].backward()
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in codec.parameters())
+
+
+@pytest.mark.parametrize("options", [[], ["train.targeted=0.5", "train.label_candidates=source"]])
+def test_an_ensembles_privacy_and_keep_terms_are_the_means_of_each_vlps(options):
+    singles = [stub_step(options, vlp=v)[0] for v in (StubVLP(), OtherStubVLP())]
+    ensemble, codec, cfg = stub_step(options, vlp=[StubVLP(), OtherStubVLP()])
+    assert singles[0]["privacy"].item() != pytest.approx(singles[1]["privacy"].item())
+    for key in ("privacy", "keep_full", "uaeo_confident", "uaeo_uncertain", "fooled", "confident_share")\
+            + (("targeted",) if options else ()):
+        assert ensemble[key].item() == pytest.approx((singles[0][key] + singles[1][key]).item() / 2, rel=1e-6), key
+    # the rate-distortion part is the same; the balance |rd| / |privacy| is taken on the averaged privacy
+    rd = ensemble["bpp"] + cfg["lmbda"] * 255**2 * (ensemble["mse_protect"] + ensemble["mse_full"]) / 2
+    assert ensemble["loss"].item() == pytest.approx((rd + rd.abs() + ensemble["keep_full"]).item(), rel=1e-5)
+    # a one-VLP list is that VLP
+    assert stub_step(options, vlp=[StubVLP()])[0]["loss"].item() == pytest.approx(singles[0]["loss"].item())
+    ensemble["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in codec.parameters())
+
+
+def test_eot_changes_only_what_the_privacy_terms_read():
+    plain, _, _ = stub_step([])
+    assert stub_step(["train.eot_p=1"])[0]["loss"].item() == plain["loss"].item()  # no transforms: off
+    # a blur of a uniform stub image is the image itself; a JPEG at quality 50 is not
+    kept, _, _ = stub_step(['train.eot=["blur"]', "train.eot_p=1"], generator=torch.Generator().manual_seed(0))
+    assert kept["loss"].item() == pytest.approx(plain["loss"].item(), rel=1e-6)
+
+    def jpeg_at(seed):
+        return stub_step(['train.eot=["jpeg"]', "train.eot_p=1"], generator=torch.Generator().manual_seed(seed))[0]
+
+    coded = jpeg_at(0)
+    assert coded["privacy"].item() != pytest.approx(plain["privacy"].item(), rel=1e-6)
+    for key in ("bpp", "mse_protect", "mse_full", "keep_full"):  # rate-distortion and keep: untouched
+        assert coded[key].item() == plain[key].item(), key
+    assert jpeg_at(0)["privacy"].item() == coded["privacy"].item()  # reproducible from the generator
 
 
 def test_a_step_whose_pairs_are_all_confident_keeps_the_confident_term_whole():
@@ -199,6 +254,30 @@ def test_official_uaeo_options_and_new_terms_train_log_and_are_recorded(labelled
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(float(r["targeted"]) > 0 and float(r["looks"]) >= 0 for r in rows)
     assert all(math.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_an_ensemble_with_eot_trains_and_records_its_vlps_and_settings(labelled_folder, tiny_vlp, other_tiny_vlp,
+                                                                        tmp_path):
+    from psic_core.weights import training_record
+
+    cfg = config(labelled_folder, tiny_vlp, tmp_path, stages=[1], max_steps=[2], minutes=[60.0],
+                 eot=["resize", "jpeg", "blur"], eot_p=1.0)
+    cfg["vlp"]["ensemble"] = [str(other_tiny_vlp)]
+    record = training_record(describe(train(cfg)))
+    assert record["vlp"] == str(tiny_vlp) and record["vlps"] == [str(tiny_vlp), str(other_tiny_vlp)]
+    assert record["train"]["eot"] == ["resize", "jpeg", "blur"] and record["train"]["eot_p"] == 1.0
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) and float(r["privacy"]) > 0 for r in rows)
+
+
+def test_vlp_ensemble_is_checked():
+    assert load_config(None, [])["vlp"]["ensemble"] == []
+    assert load_config(None, ['vlp.ensemble=["a.safetensors"]'])["vlp"]["ensemble"] == ["a.safetensors"]
+    with pytest.raises(ValueError, match="must not repeat vlp.name"):
+        load_config(None, ['vlp.ensemble=["refclip-s"]'])
+    with pytest.raises(ValueError, match="distinct non-empty strings"):
+        load_config(None, ["vlp.ensemble=refclip-s"])
 
 
 def test_stage_two_keeps_bitstreams_valid(labelled_folder, tiny_vlp, tmp_path, photo):

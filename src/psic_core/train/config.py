@@ -19,6 +19,7 @@ from typing import Any
 
 from ..models.base import ConditionalCodec
 from .device import DEFAULT_CHANNELS_LAST, DEFAULT_COMPILE, PRECISIONS
+from .eot import check_transforms
 from .pairs import BATCHING
 from .uaeo import CONFIDENT_LOSSES, SPLITS, TARGETED_CLASSES, UNCERTAIN_TARGETS, WEIGHTINGS
 
@@ -184,6 +185,29 @@ class PerStage(Setting):
         return [self.item.check(name, v) for v in value]
 
 
+@dataclass(frozen=True)
+class Names(Setting):
+    """A list of distinct non-empty strings (``--set`` takes a Python list, ``'["a", "b"]'``)."""
+
+    default: list[str]
+
+    def check(self, name: str, value):
+        if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+                and len(set(value)) == len(value)):
+            raise ValueError(f"{name} must be a list of distinct non-empty strings, not {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Transforms(Setting):
+    """``train.eot``: distinct names from eot.TRANSFORMS ([]: off)."""
+
+    default: list[str]
+
+    def check(self, name: str, value):
+        return check_transforms(name, value)
+
+
 SCHEMA: dict[str, dict[str, Any]] = {
     "data": {
         "captions": Text(""),  # a JSON-lines file of {"file", "caption"[, "split"]}
@@ -205,6 +229,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "vlp": {
         "name": Text("refclip-s"),
         "pretrained": Text(""),  # open_clip tag or local file, for open_clip:NAME
+        # further target VLPs (names or .safetensors paths, as vlp.name, loaded without vlp.pretrained): the privacy
+        # and keep terms are averaged over vlp.name and these ([]: vlp.name alone)
+        "ensemble": Names([]),
     },
     "train": {
         "stages": Stages([1, 2]),
@@ -240,6 +267,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "targeted_class": Text("least_likely", TARGETED_CLASSES),
         # weight of the looks term (frequency-weighted energy of protected - full, in units of the distortion; 0: off)
         "looks": Number(minimum=0, default=0.0),
+        # expectation over transformations (train/eot.py): per step, with probability eot_p, one of these transforms
+        # (resize, jpeg, blur) on the protected decoding the privacy terms read ([]: off)
+        "eot": Transforms([]),
+        "eot_p": Number(minimum=0, maximum=1, default=0.5),
         "seed": Integer(default=0),
         "threads": Integer(default=0),  # torch threads (0: torch's default)
         "device": Device("auto"),
@@ -305,6 +336,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str]) -> dict:
             key = f"{section}.{name}"
             config[section][name] = spec.check(key, value, stages) if isinstance(spec, PerStage) else \
                 spec.check(key, value)
+    if config["vlp"]["name"] in config["vlp"]["ensemble"]:
+        raise ValueError(f"vlp.ensemble lists the further target VLPs; it must not repeat vlp.name "
+                         f"{config['vlp']['name']!r}")
     train = config["train"]
     if train["split_by"] == "correct" and train["threshold"] != SCHEMA["train"]["threshold"].default:
         raise ValueError('train.threshold applies to train.split_by = "uncertainty" only; with "correct" leave it '

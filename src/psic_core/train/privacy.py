@@ -11,6 +11,10 @@ Loss per step, for a batch of (image, caption) pairs and the frozen target VLP:
     looks   = uaeo.looks_penalty(protected, full decoding)   # frequency-weighted energy of their difference (0: off)
     loss    = rd + beta_stage * (|rd| / |privacy|) * privacy + gamma * keep + train.looks * lmbda * 255^2 * looks
 
+With ``vlp.ensemble``, privacy and keep are each the mean over the target VLPs (vlp.name and the ensemble's), each
+VLP scoring with its own texts and logit scale. With ``train.eot``, the protected decoding that privacy reads first
+goes, with probability ``train.eot_p``, through one random transform (resize, JPEG or blur; train/eot.py).
+
 ``|rd| / |privacy|`` (detached) is the privacy-vs-quality inverse-magnitude balance: ``beta_stage`` is then the
 privacy term's share relative to rate-distortion, whatever the raw scales. Stage 1 trains every weight with a
 small beta (quality first); stage 2 freezes analysis, hyperprior and entropy models (so bitstreams made before it
@@ -41,6 +45,7 @@ from ..weights import (  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .config import check_ready, load_config  # noqa: E402
 from .data import RandomCropImages  # noqa: E402
+from . import eot  # noqa: E402
 from .device import Compute, resolve_device  # noqa: E402
 from .losses import rate_distortion  # noqa: E402
 from .pairs import CaptionedImages, PairBatch, read_captions, read_labels  # noqa: E402
@@ -106,15 +111,10 @@ def build_model(config: dict):
     return build_backbone(m["backbone"], N=m["N"], M=m["M"], **wanted), None
 
 
-def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg: dict, beta: float,
-                 text_cache: dict, compute: Compute) -> dict[str, torch.Tensor]:
-    """The loss terms of one step. Under bf16 the codec and the VLP's image tower run in autocast; the embeddings
-    and decodings come back to float32 before any loss, and every loss runs outside autocast."""
+def _vlp_terms(vlp, text_cache: dict, pairs: PairBatch, protected_images: torch.Tensor, full_images: torch.Tensor,
+               cfg: dict, compute: Compute) -> dict[str, torch.Tensor]:
+    """One target VLP's privacy and keep terms, with its own texts (cached in ``text_cache``) and logit scale."""
     x = pairs.images
-    batch = x if photos is None else torch.cat([x, photos])
-    with compute.autocast():
-        out = model(batch)
-    terms = rate_distortion(out, batch, cfg["lmbda"])
     n = x.shape[0]
     competitors = pairs.competitors if cfg["label_candidates"] == "source" else [None] * n
     texts, mask, positives = candidate_sets(pairs.captions, competitors)
@@ -132,9 +132,9 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
         split = split_pairs(scale * original @ text.t(), cfg["threshold"], cfg["temperature"], mask, positives,
                             cfg["split_by"], cfg["uncertain_targets"])
     with compute.autocast():
-        protected = vlp.encode_image(out["x_hat"]["protect"][:n]).float()
-        full = vlp.encode_image(out["x_hat"]["full"][:n]).float()
-    terms.update(uaeo_losses(protected, text, scale, split, cfg["confident"]))
+        protected = vlp.encode_image(protected_images).float()
+        full = vlp.encode_image(full_images).float()
+    terms = uaeo_losses(protected, text, scale, split, cfg["confident"])
     with torch.no_grad():  # live readout: the share of pairs whose protected decoding the VLP no longer matches
         ranked = (protected @ text.t()).masked_fill(~split.mask, -torch.inf)
         terms["fooled"] = (ranked.argmax(dim=1) != split.positives).float().mean()
@@ -150,9 +150,43 @@ def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg:
                                                cfg["targeted_class"])
         privacy = privacy + cfg["targeted"] * terms["targeted"]
     terms["keep_full"] = (1 - F.cosine_similarity(full, original)).mean()
-    balance = terms["loss"].detach().abs() / privacy.detach().abs().clamp_min(1e-8)
     terms["privacy"] = privacy
     terms["confident_share"] = split.confident.float().mean()
+    return terms
+
+
+def privacy_step(model, vlp, pairs: PairBatch, photos: torch.Tensor | None, cfg: dict, beta: float,
+                 text_cache: dict, compute: Compute, generator: torch.Generator | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """The loss terms of one step. Under bf16 the codec and the VLP's image tower run in autocast; the embeddings
+    and decodings come back to float32 before any loss, and every loss runs outside autocast.
+
+    ``vlp`` is one target VLP, or a list of them (``vlp.ensemble``): each one's privacy and keep terms (and the
+    logged UAEO terms, fooled share and confident share) are then averaged, each VLP with its own texts, cached in
+    ``text_cache[k]`` for the k-th (one VLP: in ``text_cache`` itself). With ``train.eot`` set, the protected
+    decoding the privacy terms read goes through one transform drawn from ``generator`` (eot.draw)."""
+    x = pairs.images
+    batch = x if photos is None else torch.cat([x, photos])
+    with compute.autocast():
+        out = model(batch)
+    terms = rate_distortion(out, batch, cfg["lmbda"])
+    n = x.shape[0]
+    protected_images = out["x_hat"]["protect"][:n]
+    # EOT on what the privacy terms read only: the rate-distortion term scores the decoding a person sees, and
+    # the keep term asks that the key holder's own decoding keep its meaning, which no later transform changes
+    eot_transform = eot.draw(cfg["eot"], cfg["eot_p"], generator) if cfg["eot"] else None
+    if eot_transform:
+        protected_images = eot.apply(protected_images.float(), eot_transform)
+    if isinstance(vlp, (list, tuple)):
+        vlps, caches = list(vlp), [text_cache.setdefault(k, {}) for k in range(len(vlp))]
+    else:
+        vlps, caches = [vlp], [text_cache]
+    per_vlp = [_vlp_terms(v, cache, pairs, protected_images, out["x_hat"]["full"][:n], cfg, compute)
+               for v, cache in zip(vlps, caches)]
+    for key in per_vlp[0]:
+        terms[key] = torch.stack([t[key] for t in per_vlp]).mean()
+    privacy = terms["privacy"]
+    balance = terms["loss"].detach().abs() / privacy.detach().abs().clamp_min(1e-8)
     terms["loss"] = terms["loss"] + beta * balance * privacy + cfg["gamma"] * terms["keep_full"]
     if cfg["looks"]:
         # in the distortion's units (lmbda * 255^2 per unit of squared difference): train.looks is its weight
@@ -184,7 +218,12 @@ def train(config: dict) -> Path | None:
 
     from ..vlp import load_vlp
 
-    vlp = load_vlp(config["vlp"]["name"], pretrained=config["vlp"]["pretrained"] or None).frozen().to(ctx.device)
+    vlp_names = [config["vlp"]["name"], *config["vlp"]["ensemble"]]
+    vlps = [load_vlp(config["vlp"]["name"], pretrained=config["vlp"]["pretrained"] or None).frozen().to(ctx.device)]
+    vlps += [load_vlp(name).frozen().to(ctx.device) for name in config["vlp"]["ensemble"]]
+    vlp = vlps if len(vlps) > 1 else vlps[0]
+    # EOT's draws come from their own stream, so turning EOT on leaves the codec's and the data's draws unchanged
+    eot_generator = torch.Generator().manual_seed(cfg["seed"] + ctx.rank)
     model, init_info = build_model(config)
     model = compute.model(model)
     checkpoint = Path(out_cfg["checkpoint"]) if out_cfg["checkpoint"] else None
@@ -218,7 +257,8 @@ def train(config: dict) -> Path | None:
             drawn = pairs.batch(cfg["batch"])
             drawn = drawn._replace(images=compute.batch(drawn.images))
             extra = compute.batch(photos.batch(cfg["photo_batch"])) if photos and cfg["photo_batch"] else None
-            terms = privacy_step(forward, vlp, drawn, extra, cfg, cfg["beta"][index], text_cache, compute)
+            terms = privacy_step(forward, vlp, drawn, extra, cfg, cfg["beta"][index], text_cache, compute,
+                                 eot_generator)
             for opt in optimizers.values():
                 opt.zero_grad()
             terms["loss"].backward()
@@ -255,6 +295,7 @@ def train(config: dict) -> Path | None:
         model = model.cpu().to(memory_format=torch.contiguous_format)
         model.update(force=True)
         run = {"trainer": "psic_core.train.privacy", "vlp": config["vlp"]["name"], "train": cfg,
+               "vlps": vlp_names,
                "steps": progress.get("stage_steps"), "seconds": progress.get("stage_seconds"),
                "compute": compute.describe(), "init": init_info.name if init_info else None}
         if init_info:
