@@ -193,6 +193,16 @@ def test_an_ensembles_privacy_and_keep_terms_are_the_means_of_each_vlps(options)
     assert all(torch.isfinite(p.grad).all() for p in codec.parameters())
 
 
+def test_the_default_step_is_the_one_before_the_ensemble_and_eot_options():
+    # pinned from the trainer as it was before vlp.ensemble and train.eot (commit de45aba), bit for bit there
+    for options, loss, privacy in (([], 89.40523529052734, 2.0283961296081543),
+                                   (["train.targeted=0.5", "train.label_candidates=source"], 89.40523529052734,
+                                    6.083368301391602)):
+        terms, _, _ = stub_step(options)
+        assert terms["loss"].item() == pytest.approx(loss, rel=1e-6)
+        assert terms["privacy"].item() == pytest.approx(privacy, rel=1e-6)
+
+
 def test_eot_changes_only_what_the_privacy_terms_read():
     plain, _, _ = stub_step([])
     assert stub_step(["train.eot_p=1"])[0]["loss"].item() == plain["loss"].item()  # no transforms: off
