@@ -191,7 +191,10 @@ def test_speed_section_rows_large_image_and_seams(tmp_path, random_weights, kodi
     assert [(r["size"], r["threads"], r["repeat"]) for r in result["rows"]] == [("96x64", 1, 3), ("96x64", 2, 3)]
     for row in result["rows"]:
         assert row["encode_s"] > 0 and row["decode_protected_s"] > 0 and row["decode_full_s"] > 0 and row["bpp"] > 0
-        assert row["rss_mib"]["encode_peak"] >= row["rss_mib"]["load_weights"] and row["rss_mib"]["decode_peak"] > 0
+        # VmHWM is max(the kernel's lazily updated high-water mark, current RSS): a reading can come out a few pages
+        # below an earlier one, so "the encode peak holds the loaded weights" is checked to within 1 MiB
+        assert row["rss_mib"]["encode_peak"] >= row["rss_mib"]["load_weights"] - 1.0
+        assert row["rss_mib"]["decode_peak"] > 0
     assert set(result["classical"]["96x64"]) == {"jpeg", "webp"}
     large = result["large"]
     assert large["tiles"] == 6 and large["encode_s"] > 0 and large["decode_full_s"] > 0
